@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what snapfs's build, tests and demo need on a fresh Debian machine: the Go modules, and the
+# FUSE and filesystem tools (fuse3, e2fsprogs, util-linux). Safe to run again: it installs only what
+# is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || need+=(mount)
+command -v getfattr >/dev/null 2>&1 || need+=(attr)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "snapfs setup: missing ${need[*]}: install them (as root: apt-get install ${need[*]})" >&2
+		exit 1
+	fi
+	echo "snapfs setup: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null
+	apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+go mod download

@@ -1,0 +1,267 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Backend stores chunk records. The pack-file backend is the only one today; the interface is what an
+// object-store backend would implement.
+type Backend interface {
+	// Append stores one encoded record and says where it went. It is not durable until Sync.
+	Append(ctx context.Context, rec []byte) (pack, offset int64, err error)
+	// Read returns the verified raw bytes of chunk c appended to dst[:0].
+	Read(ctx context.Context, dst []byte, c Chunk) ([]byte, error)
+	// Sync makes every appended record durable.
+	Sync() error
+	// Free returns the space of records that no committed metadata references any more.
+	Free(ctx context.Context, extents []Extent) error
+	// Close releases open files.
+	Close() error
+}
+
+// Extent is a byte range of a pack file.
+type Extent struct {
+	Pack, Offset, Len int64
+}
+
+// PackRollSize is the size past which a new pack file is started.
+const PackRollSize = 64 << 20
+
+type packBackend struct {
+	dir      string
+	db       *sql.DB
+	readOnly bool
+
+	mu      sync.Mutex
+	files   map[int64]*os.File
+	cur     int64 // pack being appended to, 0 before the first append
+	curSize int64
+	dirty   map[int64]bool
+
+	bufs sync.Pool
+}
+
+func newPackBackend(dir string, db *sql.DB, readOnly bool) *packBackend {
+	return &packBackend{dir: dir, db: db, readOnly: readOnly, files: map[int64]*os.File{}, dirty: map[int64]bool{}}
+}
+
+func (b *packBackend) path(id int64) string {
+	return filepath.Join(b.dir, "packs", fmt.Sprintf("%010d.pack", id))
+}
+
+// file returns an open descriptor for pack id. Descriptors stay open: ReadAt on them is safe from many
+// goroutines at once.
+func (b *packBackend) file(id int64) (*os.File, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fileLocked(id)
+}
+
+func (b *packBackend) fileLocked(id int64) (*os.File, error) {
+	if f, ok := b.files[id]; ok {
+		return f, nil
+	}
+	flag := os.O_RDWR
+	if b.readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(b.path(id), flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	b.files[id] = f
+	return f, nil
+}
+
+func (b *packBackend) Read(ctx context.Context, dst []byte, c Chunk) ([]byte, error) {
+	f, err := b.file(c.Pack)
+	if err != nil {
+		return nil, fmt.Errorf("open pack %d: %w", c.Pack, err)
+	}
+	n := int(c.StoredSize)
+	bp, _ := b.bufs.Get().(*[]byte)
+	if bp == nil || cap(*bp) < n {
+		buf := make([]byte, n)
+		bp = &buf
+	}
+	defer b.bufs.Put(bp)
+	rec := (*bp)[:n]
+	if _, err := f.ReadAt(rec, c.Offset); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: pack %d ends before the record", ErrCorrupt, c.Pack)
+		}
+		return nil, fmt.Errorf("read pack %d: %w", c.Pack, err)
+	}
+	return DecodeRecord(dst, rec, c.Hash, int(c.Size))
+}
+
+func (b *packBackend) Append(ctx context.Context, rec []byte) (int64, int64, error) {
+	if b.readOnly {
+		return 0, 0, errors.New("store opened read-only")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cur == 0 || b.curSize+int64(len(rec)) > PackRollSize {
+		if err := b.rollLocked(ctx); err != nil {
+			return 0, 0, err
+		}
+	}
+	f, err := b.fileLocked(b.cur)
+	if err != nil {
+		return 0, 0, fmt.Errorf("open pack %d: %w", b.cur, err)
+	}
+	off := b.curSize
+	if _, err := f.WriteAt(rec, off); err != nil {
+		// Leave curSize alone: the next record overwrites whatever part of this one landed.
+		return 0, 0, fmt.Errorf("write pack %d: %w", b.cur, err)
+	}
+	b.curSize += int64(len(rec))
+	b.dirty[b.cur] = true
+	return b.cur, off, nil
+}
+
+// rollLocked picks the pack to append to: on the first append of this process the newest pack if it
+// has room (cut back to its last committed record, dropping what an interrupted writer left after it),
+// otherwise a new one.
+func (b *packBackend) rollLocked(ctx context.Context) error {
+	if b.cur == 0 {
+		var id, end int64
+		err := b.db.QueryRowContext(ctx, `
+			SELECT p.id, COALESCE((SELECT MAX(offset + stored_size) FROM chunks WHERE pack_id = p.id), 0)
+			FROM packs p ORDER BY p.id DESC LIMIT 1`).Scan(&id, &end)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("find newest pack: %w", err)
+		}
+		if err == nil && end < PackRollSize {
+			f, err := b.fileLocked(id)
+			if err == nil && f.Truncate(end) == nil {
+				b.cur, b.curSize = id, end
+				return nil
+			}
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(b.dir, "packs"), 0o700); err != nil {
+		return fmt.Errorf("create pack directory: %w", err)
+	}
+	res, err := b.db.ExecContext(ctx, `INSERT INTO packs(size, live_bytes) VALUES (0, 0)`)
+	if err != nil {
+		return fmt.Errorf("register pack: %w", err)
+	}
+	id, _ := res.LastInsertId()
+	f, err := os.OpenFile(b.path(id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create pack %d: %w", id, err)
+	}
+	if err := syncDir(filepath.Join(b.dir, "packs")); err != nil {
+		f.Close()
+		return err
+	}
+	b.files[id] = f
+	b.cur, b.curSize = id, 0
+	return nil
+}
+
+func (b *packBackend) Sync() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id := range b.dirty {
+		f, err := b.fileLocked(id)
+		if err != nil {
+			return err
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return fmt.Errorf("sync pack %d: %w", id, err)
+		}
+		delete(b.dirty, id)
+	}
+	return nil
+}
+
+func (b *packBackend) Free(ctx context.Context, extents []Extent) error {
+	packs := map[int64]bool{}
+	for _, e := range extents {
+		if err := b.punch(e); err != nil {
+			return err
+		}
+		packs[e.Pack] = true
+	}
+	for id := range packs {
+		if err := b.removeIfEmpty(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *packBackend) punch(e Extent) error {
+	f, err := b.file(e.Pack)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pack %d: %w", e.Pack, err)
+	}
+	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, e.Offset, e.Len)
+	if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("punch pack %d at %d: %w", e.Pack, e.Offset, err)
+	}
+	return nil
+}
+
+// removeIfEmpty deletes a pack that holds no chunk any more, unless it is being appended to.
+func (b *packBackend) removeIfEmpty(ctx context.Context, id int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if id == b.cur {
+		return nil
+	}
+	res, err := b.db.ExecContext(ctx, `DELETE FROM packs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack_id = ?)`, id, id)
+	if err != nil {
+		return fmt.Errorf("forget empty pack %d: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil
+	}
+	if f, ok := b.files[id]; ok {
+		f.Close()
+		delete(b.files, id)
+	}
+	if err := os.Remove(b.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove empty pack %d: %w", id, err)
+	}
+	return nil
+}
+
+func (b *packBackend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var first error
+	for id, f := range b.files {
+		if err := f.Close(); err != nil && first == nil {
+			first = err
+		}
+		delete(b.files, id)
+	}
+	return first
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

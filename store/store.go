@@ -1,0 +1,211 @@
+// Package store keeps snapfs's bytes and metadata: the SQLite database (schema and migrations), the
+// pack files that hold compressed, hash-addressed chunk records, chunk reference counts and the return
+// of freed space to the filesystem. It knows nothing of chains or snapshots' meaning.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	_ "github.com/mattn/go-sqlite3" // SQLite driver
+	"golang.org/x/sys/unix"
+)
+
+// ErrLocked means another process holds the store's writer lock.
+var ErrLocked = errors.New("store is locked by another snapfs process")
+
+// ErrNoStore means the directory holds no store and the caller asked not to create one.
+var ErrNoStore = errors.New("no store here (run snapfs init)")
+
+// Options say how to open a store.
+type Options struct {
+	// ReadOnly opens the metadata read-only and takes no lock; such a store can read chunks but not
+	// change anything.
+	ReadOnly bool
+	// Region is recorded when the store is created.
+	Region string
+}
+
+// DefaultRegion is the region of a store created without one.
+const DefaultRegion = "local"
+
+// Store is an open store directory.
+type Store struct {
+	dir      string
+	db       *sql.DB
+	readOnly bool
+	lock     *os.File
+	chunks   Backend
+}
+
+// Open opens the store in dir. A writer (not ReadOnly) creates the store when absent and holds an
+// exclusive lock until Close; a second writer gets ErrLocked.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	s := &Store{dir: dir, readOnly: opts.ReadOnly}
+	if opts.ReadOnly {
+		if _, err := os.Stat(filepath.Join(dir, "meta.db")); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open store %s: %w", dir, ErrNoStore)
+		}
+	} else {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create store %s: %w", dir, err)
+		}
+		if err := s.takeLock(); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.openDB(ctx, opts); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.chunks = newPackBackend(s.dir, s.db, s.readOnly)
+	return s, nil
+}
+
+func (s *Store) takeLock() error {
+	f, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open store lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("%s: %w", s.dir, ErrLocked)
+		}
+		return fmt.Errorf("lock store: %w", err)
+	}
+	s.lock = f
+	return nil
+}
+
+func (s *Store) openDB(ctx context.Context, opts Options) error {
+	q := url.Values{}
+	q.Set("_busy_timeout", "30000")
+	q.Set("_foreign_keys", "on")
+	if opts.ReadOnly {
+		q.Set("mode", "ro")
+	} else {
+		q.Set("_journal_mode", "WAL")
+		// FULL makes every commit durable across power loss, not only consistent.
+		q.Set("_synchronous", "FULL")
+		q.Set("_txlock", "immediate")
+	}
+	dsn := "file:" + filepath.Join(s.dir, "meta.db") + "?" + q.Encode()
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return fmt.Errorf("open metadata: %w", err)
+	}
+	s.db = db
+	if err := db.PingContext(ctx); err != nil {
+		return fmt.Errorf("open metadata: %w", err)
+	}
+	if opts.ReadOnly {
+		var v int
+		if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+			return fmt.Errorf("read metadata: %w", err)
+		}
+		if v != SchemaVersion {
+			return fmt.Errorf("open metadata: schema version %d, this snapfs reads %d", v, SchemaVersion)
+		}
+		return nil
+	}
+	if err := migrate(ctx, db); err != nil {
+		return err
+	}
+	region := opts.Region
+	if region == "" {
+		region = DefaultRegion
+	}
+	_, err = db.ExecContext(ctx, `INSERT OR IGNORE INTO config(key, value) VALUES ('region', ?)`, region)
+	return err
+}
+
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// ReadOnly reports whether the store was opened without the writer lock.
+func (s *Store) ReadOnly() bool { return s.readOnly }
+
+// Region is the region recorded when the store was created.
+func (s *Store) Region(ctx context.Context) (string, error) {
+	var r string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM config WHERE key = 'region'`).Scan(&r)
+	if errors.Is(err, sql.ErrNoRows) {
+		return DefaultRegion, nil
+	}
+	return r, err
+}
+
+// Close releases the database, the pack files and the writer lock.
+func (s *Store) Close() error {
+	var err error
+	if s.chunks != nil {
+		err = s.chunks.Close()
+	}
+	if s.db != nil {
+		if e := s.db.Close(); err == nil {
+			err = e
+		}
+	}
+	if s.lock != nil {
+		s.lock.Close() // closing the descriptor releases the flock
+	}
+	return err
+}
+
+// Update runs fn in a write transaction. Records appended through the transaction are made durable
+// before it commits; space of chunks it freed is returned to the filesystem after it commits.
+func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
+	if s.readOnly {
+		return errors.New("store opened read-only")
+	}
+	sqlTx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	tx := &Tx{tx: sqlTx, s: s, ctx: ctx}
+	if err := fn(tx); err != nil {
+		sqlTx.Rollback()
+		return err
+	}
+	if tx.appended {
+		if err := s.chunks.Sync(); err != nil {
+			sqlTx.Rollback()
+			return fmt.Errorf("sync packs: %w", err)
+		}
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	// Punching only after the commit: a crash before it leaves the records referenced and intact.
+	if len(tx.freed) > 0 {
+		if err := s.chunks.Free(ctx, tx.freed); err != nil {
+			return fmt.Errorf("return freed space: %w", err)
+		}
+	}
+	return nil
+}
+
+// View runs fn in a read transaction, which sees one consistent state of the metadata.
+func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
+	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer sqlTx.Rollback()
+	return fn(&Tx{tx: sqlTx, s: s, ctx: ctx, readOnly: true})
+}
+
+// ReadChunk returns the raw bytes of the chunk c, verified against its hash, appended to dst[:0].
+func (s *Store) ReadChunk(ctx context.Context, dst []byte, c Chunk) ([]byte, error) {
+	out, err := s.chunks.Read(ctx, dst, c)
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %d (%s): %w", c.ID, c.Hash, err)
+	}
+	return out, nil
+}
