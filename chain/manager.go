@@ -69,6 +69,14 @@ type Manager struct {
 
 	chainMu sync.Mutex
 	chainLk map[int64]*sync.Mutex // serialises create and delete within one chain
+
+	// appendMu is held shared by snapshot creations (which append records not yet committed) and
+	// exclusively by gc (which punches every byte no committed record covers).
+	appendMu sync.RWMutex
+	openMu   sync.Mutex // held while an image opens, and while a delete decides whether to wait for one
+	pinMu    sync.Mutex
+	pins     map[int64]int  // open images per snapshot id
+	active   map[int64]bool // snapshots this process is creating
 }
 
 // Open opens (and, unless read-only, creates) the store in dir. A writer finishes or undoes what an
@@ -82,7 +90,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Manager, error) {
 	if opts.CacheBytes <= 0 {
 		opts.CacheBytes = 64 << 20
 	}
-	m := &Manager{st: st, cache: newChunkCache(opts.CacheBytes), chainLk: map[int64]*sync.Mutex{}}
+	m := &Manager{st: st, cache: newChunkCache(opts.CacheBytes), chainLk: map[int64]*sync.Mutex{}, pins: map[int64]int{},
+		active: map[int64]bool{}}
 	if !opts.ReadOnly {
 		if err := m.recover(ctx); err != nil {
 			st.Close()

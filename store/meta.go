@@ -142,6 +142,9 @@ func (t *Tx) PutChunk(h Hash, rawSize int, rec []byte) (int64, error) {
 		return 0, err
 	}
 	t.appended = true
+	if _, err := t.exec(`INSERT INTO packs(id, size, live_bytes) VALUES (?, 0, 0) ON CONFLICT DO NOTHING`, pack); err != nil {
+		return 0, fmt.Errorf("register pack %d: %w", pack, err)
+	}
 	res, err := t.exec(`INSERT INTO chunks(hash, size, stored_size, pack_id, offset, refs) VALUES (?, ?, ?, ?, ?, 0)`,
 		h[:], rawSize, len(rec), pack, off)
 	if err != nil {
@@ -358,4 +361,29 @@ func (t *Tx) ChunkUsers(id int64) ([]int64, error) {
 		ids = append(ids, s)
 	}
 	return ids, rows.Err()
+}
+
+// FoldChunks is FoldDeltas with each delta's chunk described in full (a zero Chunk for a hole).
+func (t *Tx) FoldChunks(chain, upTo int64, fn func(idx int64, c Chunk)) error {
+	rows, err := t.query(`
+		SELECT d.idx, COALESCE(c.id, 0), COALESCE(c.hash, x''), COALESCE(c.size, 0), COALESCE(c.stored_size, 0),
+		       COALESCE(c.pack_id, 0), COALESCE(c.offset, 0), COALESCE(c.refs, 0)
+		FROM snapshots s JOIN deltas d ON d.snapshot_id = s.id LEFT JOIN chunks c ON c.id = d.chunk_id
+		WHERE s.chain_id = ? AND s.seq <= ? AND s.status <> 'creating'
+		ORDER BY s.seq`, chain, upTo)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var idx int64
+		var c Chunk
+		var h []byte
+		if err := rows.Scan(&idx, &c.ID, &h, &c.Size, &c.StoredSize, &c.Pack, &c.Offset, &c.Refs); err != nil {
+			return err
+		}
+		copy(c.Hash[:], h)
+		fn(idx, c)
+	}
+	return rows.Err()
 }

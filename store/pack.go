@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -152,11 +154,10 @@ func (b *packBackend) rollLocked(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(b.dir, "packs"), 0o700); err != nil {
 		return fmt.Errorf("create pack directory: %w", err)
 	}
-	res, err := b.db.ExecContext(ctx, `INSERT INTO packs(size, live_bytes) VALUES (0, 0)`)
+	id, err := b.newPackID(ctx)
 	if err != nil {
-		return fmt.Errorf("register pack: %w", err)
+		return err
 	}
-	id, _ := res.LastInsertId()
 	f, err := os.OpenFile(b.path(id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create pack %d: %w", id, err)
@@ -168,6 +169,23 @@ func (b *packBackend) rollLocked(ctx context.Context) error {
 	b.files[id] = f
 	b.cur, b.curSize = id, 0
 	return nil
+}
+
+// newPackID picks an id above every pack the metadata or the directory knows. The pack's row is
+// written by the transaction that commits its first chunk, so a pack whose records never commit
+// leaves only a file, which gc removes.
+func (b *packBackend) newPackID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := b.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM packs`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("find newest pack: %w", err)
+	}
+	files, _ := filepath.Glob(filepath.Join(b.dir, "packs", "*.pack"))
+	for _, f := range files {
+		if n, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(f), ".pack"), 10, 64); err == nil {
+			id = max(id, n)
+		}
+	}
+	return max(id, b.cur) + 1, nil
 }
 
 func (b *packBackend) Sync() error {
@@ -217,19 +235,23 @@ func (b *packBackend) punch(e Extent) error {
 	return nil
 }
 
-// removeIfEmpty deletes a pack that holds no chunk any more, unless it is being appended to.
+// removeIfEmpty deletes a pack that holds no committed chunk, row and file, unless it is being
+// appended to.
 func (b *packBackend) removeIfEmpty(ctx context.Context, id int64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if id == b.cur {
 		return nil
 	}
-	res, err := b.db.ExecContext(ctx, `DELETE FROM packs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack_id = ?)`, id, id)
-	if err != nil {
-		return fmt.Errorf("forget empty pack %d: %w", id, err)
+	var used bool
+	if err := b.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM chunks WHERE pack_id = ?)`, id).Scan(&used); err != nil {
+		return fmt.Errorf("check pack %d: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if used {
 		return nil
+	}
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM packs WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("forget empty pack %d: %w", id, err)
 	}
 	if f, ok := b.files[id]; ok {
 		f.Close()

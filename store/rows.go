@@ -113,6 +113,12 @@ func (t *Tx) InsertChain(c Chain) (int64, error) {
 	return res.LastInsertId()
 }
 
+// DeleteChain removes a chain that has no snapshots.
+func (t *Tx) DeleteChain(id int64) error {
+	_, err := t.exec(`DELETE FROM chains WHERE id = ?`, id)
+	return err
+}
+
 // ChainByName finds a chain.
 func (t *Tx) ChainByName(name string) (Chain, error) {
 	c, err := scanChain(t.tx.QueryRowContext(t.ctx, `SELECT `+chainCols+` FROM chains WHERE name = ?`, name))
@@ -257,6 +263,14 @@ func (t *Tx) NextSnapshot(chain, seq int64) (Snapshot, error) {
 	return s, notFound(err, "next snapshot")
 }
 
+// PrevSnapshot returns the newest snapshot of chain before seq that is not being created, or
+// ErrNotFound.
+func (t *Tx) PrevSnapshot(chain, seq int64) (Snapshot, error) {
+	s, err := scanSnapshot(t.tx.QueryRowContext(t.ctx, `SELECT `+snapshotCols+` FROM snapshots
+		WHERE chain_id = ? AND seq < ? AND status <> 'creating' ORDER BY seq DESC LIMIT 1`, chain, seq))
+	return s, notFound(err, "previous snapshot")
+}
+
 // CountSnapshots counts a chain's snapshots with a status.
 func (t *Tx) CountSnapshots(chain int64, status string) (int64, error) {
 	var n int64
@@ -283,4 +297,3 @@ func (t *Tx) Stats() (StoreStats, error) {
 	err = t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM packs`).Scan(&st.Packs)
 	return st, err
 }
-

@@ -37,7 +37,8 @@ const DefaultRegion = "local"
 // Store is an open store directory.
 type Store struct {
 	dir      string
-	db       *sql.DB
+	db       *sql.DB // writes: every transaction BEGIN IMMEDIATE
+	rdb      *sql.DB // reads: deferred transactions, which WAL serves while a write runs
 	readOnly bool
 	lock     *os.File
 	chunks   Backend
@@ -95,13 +96,17 @@ func (s *Store) openDB(ctx context.Context, opts Options) error {
 		q.Set("_synchronous", "FULL")
 		q.Set("_txlock", "immediate")
 	}
-	dsn := "file:" + filepath.Join(s.dir, "meta.db") + "?" + q.Encode()
-	db, err := sql.Open("sqlite3", dsn)
+	path := "file:" + filepath.Join(s.dir, "meta.db") + "?"
+	db, err := sql.Open("sqlite3", path+q.Encode())
 	if err != nil {
 		return fmt.Errorf("open metadata: %w", err)
 	}
 	s.db = db
 	if err := db.PingContext(ctx); err != nil {
+		return fmt.Errorf("open metadata: %w", err)
+	}
+	q.Del("_txlock")
+	if s.rdb, err = sql.Open("sqlite3", path+q.Encode()); err != nil {
 		return fmt.Errorf("open metadata: %w", err)
 	}
 	if opts.ReadOnly {
@@ -134,7 +139,7 @@ func (s *Store) ReadOnly() bool { return s.readOnly }
 // Region is the region recorded when the store was created.
 func (s *Store) Region(ctx context.Context) (string, error) {
 	var r string
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM config WHERE key = 'region'`).Scan(&r)
+	err := s.rdb.QueryRowContext(ctx, `SELECT value FROM config WHERE key = 'region'`).Scan(&r)
 	if errors.Is(err, sql.ErrNoRows) {
 		return DefaultRegion, nil
 	}
@@ -147,9 +152,11 @@ func (s *Store) Close() error {
 	if s.chunks != nil {
 		err = s.chunks.Close()
 	}
-	if s.db != nil {
-		if e := s.db.Close(); err == nil {
-			err = e
+	for _, db := range []*sql.DB{s.rdb, s.db} {
+		if db != nil {
+			if e := db.Close(); err == nil {
+				err = e
+			}
 		}
 	}
 	if s.lock != nil {
@@ -193,7 +200,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 
 // View runs fn in a read transaction, which sees one consistent state of the metadata.
 func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
-	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	sqlTx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("begin read: %w", err)
 	}

@@ -1,0 +1,514 @@
+package chain
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/snapfs/snapfs/store"
+	"golang.org/x/sys/unix"
+	"unsafe"
+)
+
+// Progress reports how many of total bytes an operation has processed. It is called from one
+// goroutine at a time.
+type Progress func(done, total int64)
+
+// CreateOptions tune CreateSnapshot.
+type CreateOptions struct {
+	Name     string   // "" for VOLUME-YYYYMMDD-HHMMSS (local time), with -2, -3… on collision
+	Freeze   string   // mount point of a filesystem on the disk to freeze while it is read
+	Progress Progress // bytes of the disk consumed so far
+	// Now overrides the clock for the default name and the creation time (tests).
+	Now func() time.Time
+}
+
+// readBlock is how much of the disk the reader hands to a hasher at a time.
+const readBlock = 1 << 20
+
+// batchBytes bounds the records a batch keeps in memory before it is committed.
+const batchBytes = 32 << 20
+
+// CreateSnapshot snapshots a volume: it reads the disk once, stores the chunks that differ from the
+// chain's newest snapshot and makes the snapshot visible, complete, in a last transaction. On any
+// error, cancellation included, nothing of it stays visible.
+func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts CreateOptions) (Snapshot, error) {
+	if opts.Name != "" {
+		if err := ValidateName(opts.Name); err != nil {
+			return Snapshot{}, err
+		}
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	if err := m.discardAbandoned(ctx); err != nil {
+		return Snapshot{}, err
+	}
+	var vol store.Volume
+	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
+		vol, err = tx.VolumeByName(volume)
+		return err
+	})
+	if err != nil {
+		return Snapshot{}, err
+	}
+	src, err := openDisk(vol.Source, 0)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("source: %w", err)
+	}
+	defer src.Close()
+
+	c, err := m.chainFor(ctx, vol)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	defer m.lockChain(c.ID)()
+
+	m.appendMu.RLock()
+	defer m.appendMu.RUnlock()
+	job := &createJob{m: m, chain: c, src: src, progress: opts.Progress}
+	if err := job.begin(ctx, vol, opts.Name, now()); err != nil {
+		return Snapshot{}, err
+	}
+	defer m.setActive(job.snap.ID, false)
+	if err := job.run(ctx, opts.Freeze); err != nil {
+		if derr := m.discardSnapshot(context.WithoutCancel(ctx), job.snap.ID); derr != nil {
+			err = fmt.Errorf("%w (and undoing it: %v)", err, derr)
+		}
+		return Snapshot{}, fmt.Errorf("snapshot %s/%s: %w", c.Name, job.snap.Name, err)
+	}
+	return m.Snapshot(ctx, fmt.Sprint(job.snap.ID))
+}
+
+// chainFor returns the volume's chain, starting it (named after the volume) if the volume has none.
+func (m *Manager) chainFor(ctx context.Context, vol store.Volume) (store.Chain, error) {
+	var c store.Chain
+	err := m.st.Update(ctx, func(tx *store.Tx) error {
+		var err error
+		c, err = tx.ChainByVolume(vol.ID)
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		region, err := m.st.Region(ctx)
+		if err != nil {
+			return err
+		}
+		c = store.Chain{VolumeID: vol.ID, Source: vol.Source, Region: region, ChunkSize: vol.ChunkSize,
+			Created: time.Now().UnixNano()}
+		for n := 1; ; n++ {
+			c.Name = suffixed(vol.Name, n)
+			if _, err := tx.ChainByName(c.Name); errors.Is(err, ErrNotFound) {
+				break
+			} else if err != nil {
+				return err
+			}
+		}
+		c.ID, err = tx.InsertChain(c)
+		return err
+	})
+	return c, err
+}
+
+// suffixed returns name for n == 1 and name-n after, keeping within the 128-character limit.
+func suffixed(name string, n int) string {
+	if n == 1 {
+		return name
+	}
+	s := fmt.Sprintf("-%d", n)
+	if len(name)+len(s) > 128 {
+		name = name[:128-len(s)]
+	}
+	return name + s
+}
+
+// createJob is one snapshot being created.
+type createJob struct {
+	m        *Manager
+	chain    store.Chain
+	src      *disk
+	progress Progress
+	snap     store.Snapshot
+	prev     *view // the newest snapshot's chunk map; nil for the first snapshot
+}
+
+// begin loads the newest snapshot's chunk map and records the new snapshot, invisible, as creating.
+func (j *createJob) begin(ctx context.Context, vol store.Volume, name string, now time.Time) error {
+	return j.m.st.Update(ctx, func(tx *store.Tx) error {
+		snaps, err := tx.Snapshots(j.chain.ID, "")
+		if err != nil {
+			return err
+		}
+		for i := len(snaps) - 1; i >= 0; i-- {
+			if snaps[i].Status != StatusCreating {
+				if j.prev, err = loadView(tx, j.chain, snaps[i]); err != nil {
+					return err
+				}
+				break
+			}
+		}
+		if name == "" {
+			if name, err = freeName(tx, j.chain.ID, vol.Name+now.Format("-20060102-150405")); err != nil {
+				return err
+			}
+		} else if _, err := tx.SnapshotByName(j.chain.ID, name); err == nil {
+			return fmt.Errorf("snapshot %s/%s: %w", j.chain.Name, name, ErrExists)
+		}
+		seq, err := tx.TakeSeq(j.chain.ID)
+		if err != nil {
+			return err
+		}
+		j.snap = store.Snapshot{ChainID: j.chain.ID, Seq: seq, Name: name, Volume: vol.Name, Size: j.src.size,
+			Created: now.UnixNano(), Status: StatusCreating}
+		if j.snap.ID, err = tx.InsertSnapshot(j.snap); err != nil {
+			return err
+		}
+		// Marked before the commit makes the row visible, so that no concurrent clean-up takes it
+		// for abandoned.
+		j.m.setActive(j.snap.ID, true)
+		return nil
+	})
+}
+
+// freeName returns base, or base-2, base-3… whichever no snapshot of the chain has.
+func freeName(tx *store.Tx, chain int64, base string) (string, error) {
+	for n := 1; ; n++ {
+		name := suffixed(base, n)
+		_, err := tx.SnapshotByName(chain, name)
+		if errors.Is(err, ErrNotFound) {
+			return name, nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+}
+
+// run reads the disk (frozen if asked), stores what changed and publishes the snapshot.
+func (j *createJob) run(ctx context.Context, freezeAt string) error {
+	if freezeAt != "" {
+		thaw, err := freeze(freezeAt)
+		if err != nil {
+			return err
+		}
+		err = j.pipeline(ctx)
+		if terr := thaw(); err == nil {
+			err = terr
+		}
+		if err != nil {
+			return err
+		}
+	} else if err := j.pipeline(ctx); err != nil {
+		return err
+	}
+	return j.m.st.Update(ctx, func(tx *store.Tx) error {
+		if c, err := tx.ChainByID(j.chain.ID); err == nil && c.VolumeID != 0 {
+			if err := tx.UpdateVolumeSize(c.VolumeID, j.src.size); err != nil {
+				return err
+			}
+		}
+		return tx.SetSnapshotStatus(j.snap.ID, StatusReady)
+	})
+}
+
+// block is a run of whole chunks read from the disk; data is nil when the whole run is a hole.
+type block struct {
+	idx  int64 // first chunk index
+	n    int64 // chunks in the run
+	data []byte
+	buf  *[]byte
+}
+
+// result is one chunk that differs from the previous snapshot: rec is nil for a hole.
+type result struct {
+	idx  int64
+	hash store.Hash
+	size int
+	rec  []byte
+}
+
+// pipeline: one reader (sequential, holes skipped) → one hasher/compressor per core → one writer that
+// stores new chunks and records deltas in bounded batches.
+func (j *createJob) pipeline(parent context.Context) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	workers := runtime.GOMAXPROCS(0)
+	blocks := make(chan block, 2*workers)
+	results := make(chan []result, 2*workers)
+	pool := &sync.Pool{}
+
+	go func() {
+		defer close(blocks)
+		if err := j.read(ctx, blocks, pool); err != nil {
+			cancel(err)
+		}
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j.hash(ctx, blocks, results, pool)
+		}()
+	}
+	go func() { wg.Wait(); close(results) }()
+
+	if err := j.write(ctx, results); err != nil {
+		cancel(err)
+	}
+	for range results { // drain so that hashers finish
+	}
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	if err := parent.Err(); err != nil {
+		return err
+	}
+	// A disk that shrank while being read cannot have been read whole.
+	if size, err := j.src.currentSize(); err != nil {
+		return err
+	} else if size < j.src.size {
+		return fmt.Errorf("source %s shrank from %d to %d bytes while being read", j.src.path, j.src.size, size)
+	}
+	return nil
+}
+
+// read sends the disk's chunks in blocks of readBlock bytes, skipping what SEEK_DATA says are holes.
+func (j *createJob) read(ctx context.Context, out chan<- block, pool *sync.Pool) error {
+	cs := j.chain.ChunkSize
+	per := max(1, readBlock/cs)
+	total := chunkCount(j.src.size, cs)
+	var done int64
+	for idx := int64(0); idx < total; idx += per {
+		n := min(per, total-idx)
+		off := idx * cs
+		length := min(n*cs, j.src.size-off)
+		b := block{idx: idx, n: n}
+		if !j.src.block && j.isHole(off, length) {
+			// nothing to read
+		} else {
+			b.buf = getBuf(pool, int(per*cs))
+			b.data = (*b.buf)[:length]
+			if err := j.readFull(b.data, off); err != nil {
+				return err
+			}
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return nil
+		}
+		done += length
+		if j.progress != nil {
+			j.progress(done, j.src.size)
+		}
+	}
+	return nil
+}
+
+// isHole reports whether [off, off+length) of a regular file holds no data.
+func (j *createJob) isHole(off, length int64) bool {
+	next, err := unix.Seek(int(j.src.f.Fd()), off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return true // no data after off
+	}
+	return err == nil && next >= off+length
+}
+
+func (j *createJob) readFull(p []byte, off int64) error {
+	n, err := j.src.f.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return fmt.Errorf("source %s shrank while being read (short read at %d)", j.src.path, off+int64(n))
+	}
+	return fmt.Errorf("read source %s at %d: %w", j.src.path, off+int64(n), err)
+}
+
+// getBuf returns a buffer of n bytes aligned to 4 KiB, as O_DIRECT needs.
+func getBuf(pool *sync.Pool, n int) *[]byte {
+	if b, ok := pool.Get().(*[]byte); ok && len(*b) >= n {
+		return b
+	}
+	raw := make([]byte, n+4096)
+	shift := (4096 - int(uintptr(unsafe.Pointer(&raw[0]))%4096)) % 4096
+	b := raw[shift : shift+n]
+	return &b
+}
+
+// hash turns blocks into results: holes, and chunks whose content differs from the previous snapshot,
+// hashed and encoded.
+func (j *createJob) hash(ctx context.Context, in <-chan block, out chan<- []result, pool *sync.Pool) {
+	var enc store.Encoder
+	cs := j.chain.ChunkSize
+	for b := range in {
+		var rs []result
+		for i := int64(0); i < b.n; i++ {
+			idx := b.idx + i
+			prev, hadPrev := j.prevChunk(idx)
+			var data []byte
+			if b.data != nil {
+				data = b.data[i*cs : min((i+1)*cs, int64(len(b.data)))]
+			}
+			if data == nil || allZero(data) {
+				if !hadPrev || prev.ID != 0 {
+					rs = append(rs, result{idx: idx})
+				}
+				continue
+			}
+			sum := store.Sum(data)
+			if hadPrev && prev.ID != 0 && prev.Hash == sum && prev.Size == int64(len(data)) {
+				continue
+			}
+			rec := enc.Encode(data, sum)
+			rs = append(rs, result{idx: idx, hash: sum, size: len(data), rec: append([]byte(nil), rec...)})
+		}
+		if b.buf != nil {
+			pool.Put(b.buf)
+		}
+		if len(rs) == 0 {
+			continue
+		}
+		select {
+		case out <- rs:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// prevChunk is the previous snapshot's chunk at idx; ok is false where that snapshot had none.
+func (j *createJob) prevChunk(idx int64) (store.Chunk, bool) {
+	if j.prev == nil || idx >= int64(len(j.prev.chunks)) {
+		return store.Chunk{}, false
+	}
+	return j.prev.chunks[idx], true
+}
+
+// write stores new chunks and records deltas, committing a batch whenever it holds batchBytes.
+func (j *createJob) write(ctx context.Context, in <-chan []result) error {
+	var batch []result
+	var bytes int
+	for rs := range in {
+		if ctx.Err() != nil {
+			return nil
+		}
+		batch = append(batch, rs...)
+		for _, r := range rs {
+			bytes += len(r.rec)
+		}
+		if bytes >= batchBytes {
+			if err := j.commit(ctx, batch); err != nil {
+				return err
+			}
+			batch, bytes = batch[:0], 0
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return j.commit(ctx, batch)
+}
+
+// commit stores a batch's new chunks (reusing any chunk the store already holds) and its deltas.
+func (j *createJob) commit(ctx context.Context, batch []result) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	return j.m.st.Update(ctx, func(tx *store.Tx) error {
+		deltas := make([]store.Delta, 0, len(batch))
+		for _, r := range batch {
+			d := store.Delta{Idx: r.idx}
+			if r.rec != nil {
+				c, err := tx.ChunkByHash(r.hash)
+				switch {
+				case err == nil:
+					d.Chunk = c.ID
+				case errors.Is(err, ErrNotFound):
+					if d.Chunk, err = tx.PutChunk(r.hash, r.size, r.rec); err != nil {
+						return err
+					}
+				default:
+					return err
+				}
+			}
+			deltas = append(deltas, d)
+		}
+		return tx.InsertDeltas(j.snap.ID, deltas)
+	})
+}
+
+// allZero reports whether b holds only zero bytes: b[0] is zero and every byte equals the one before
+// it, which bytes.Equal checks with the vectorised memcmp.
+func allZero(b []byte) bool {
+	return len(b) == 0 || b[0] == 0 && bytes.Equal(b[1:], b[:len(b)-1])
+}
+
+// --- undoing interrupted snapshots ---
+
+func (m *Manager) setActive(id int64, on bool) {
+	m.pinMu.Lock()
+	defer m.pinMu.Unlock()
+	if on {
+		m.active[id] = true
+	} else {
+		delete(m.active, id)
+	}
+}
+
+// discardAbandoned rolls back snapshots left creating by a failed or interrupted creation that could
+// not undo itself (a full disk, a crash), except those this process is creating now.
+func (m *Manager) discardAbandoned(ctx context.Context) error {
+	var creating []store.Snapshot
+	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
+		creating, err = tx.SnapshotsWithStatus(StatusCreating)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, s := range creating {
+		m.pinMu.Lock()
+		active := m.active[s.ID]
+		m.pinMu.Unlock()
+		if !active {
+			if err := m.discardSnapshot(ctx, s.ID); err != nil {
+				return fmt.Errorf("undo interrupted snapshot %s: %w", s.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// discardSnapshot removes a snapshot that never became ready, with whatever it stored, and a chain
+// that it would leave without any snapshot.
+func (m *Manager) discardSnapshot(ctx context.Context, id int64) error {
+	return m.st.Update(ctx, func(tx *store.Tx) error {
+		s, err := tx.SnapshotByID(id)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := tx.DropDeltas(id); err != nil {
+			return err
+		}
+		if err := tx.DeleteSnapshotRow(id); err != nil {
+			return err
+		}
+		if _, _, err := tx.ReleaseUnreferenced(); err != nil {
+			return err
+		}
+		left, err := tx.Snapshots(s.ChainID, "")
+		if err != nil || len(left) > 0 {
+			return err
+		}
+		return tx.DeleteChain(s.ChainID)
+	})
+}

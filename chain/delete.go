@@ -1,0 +1,96 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/snapfs/snapfs/store"
+)
+
+// DeleteStats says what a delete freed.
+type DeleteStats struct {
+	FreedChunks int64 `json:"freed_chunks"`
+	FreedBytes  int64 `json:"freed_bytes"`
+	// Deferred is true when an open image still reads the snapshot: it is hidden now and its data is
+	// freed when the last image closes.
+	Deferred bool `json:"deferred"`
+}
+
+// DeleteSnapshot deletes the snapshot ref names, wherever it stands in its chain. Chunks a later
+// snapshot still needs pass on to it; chunks only this snapshot references are freed. The disk is
+// not touched.
+func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, error) {
+	var s store.Snapshot
+	var c store.Chain
+	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
+		s, c, err = resolve(tx, ref)
+		return err
+	})
+	if err != nil {
+		return DeleteStats{}, err
+	}
+	defer m.lockChain(c.ID)()
+	m.openMu.Lock()
+	err = m.st.Update(ctx, func(tx *store.Tx) error {
+		cur, err := tx.SnapshotByID(s.ID)
+		if err != nil || cur.Status != StatusReady {
+			return fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
+		}
+		return tx.SetSnapshotStatus(s.ID, StatusDeleting)
+	})
+	deferred := err == nil && m.pinned(s.ID)
+	m.openMu.Unlock()
+	if err != nil {
+		return DeleteStats{}, err
+	}
+	if deferred {
+		return DeleteStats{Deferred: true}, nil
+	}
+	return m.finishDelete(ctx, s.ID)
+}
+
+// finishDelete merges a snapshot marked deleting into its successor and frees what only it used:
+//  1. its deltas that the next snapshot overrides (or that lie past the next snapshot's size) are
+//     dropped with their references;
+//  2. its other deltas move to the next snapshot, which inherited them until now;
+//  3. with no next snapshot, all its deltas are dropped;
+//  4. chunks left without references are deleted and their space returned after the commit.
+func (m *Manager) finishDelete(ctx context.Context, id int64) (DeleteStats, error) {
+	var st DeleteStats
+	err := m.st.Update(ctx, func(tx *store.Tx) error {
+		s, err := tx.SnapshotByID(id)
+		if err != nil {
+			return err
+		}
+		c, err := tx.ChainByID(s.ChainID)
+		if err != nil {
+			return err
+		}
+		next, err := tx.NextSnapshot(s.ChainID, s.Seq)
+		switch {
+		case err == nil:
+			if err := tx.DropShadowedDeltas(s.ID, next.ID, chunkCount(next.Size, c.ChunkSize)); err != nil {
+				return err
+			}
+			if err := tx.MoveDeltas(s.ID, next.ID); err != nil {
+				return err
+			}
+		case errors.Is(err, ErrNotFound):
+			if err := tx.DropDeltas(s.ID); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+		if err := tx.DeleteSnapshotRow(s.ID); err != nil {
+			return err
+		}
+		st.FreedChunks, st.FreedBytes, err = tx.ReleaseUnreferenced()
+		return err
+	})
+	if err != nil {
+		return DeleteStats{}, fmt.Errorf("delete snapshot %d: %w", id, err)
+	}
+	return st, nil
+}

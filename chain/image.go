@@ -1,0 +1,312 @@
+package chain
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/snapfs/snapfs/store"
+)
+
+// view is a snapshot's chunk map, folded from its chain's deltas: entry i describes chunk index i, a
+// zero Chunk (ID 0) being a hole. Reads resolve an offset in O(1) through it.
+type view struct {
+	size      int64
+	chunkSize int64
+	chunks    []store.Chunk
+}
+
+// loadView folds the deltas of c's snapshots up to s, oldest first, into s's chunk map.
+func loadView(tx *store.Tx, c store.Chain, s store.Snapshot) (*view, error) {
+	v := &view{size: s.Size, chunkSize: c.ChunkSize, chunks: make([]store.Chunk, chunkCount(s.Size, c.ChunkSize))}
+	err := tx.FoldChunks(c.ID, s.Seq, func(idx int64, ch store.Chunk) {
+		if idx < int64(len(v.chunks)) {
+			v.chunks[idx] = ch
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load snapshot %s: %w", s.Name, err)
+	}
+	return v, nil
+}
+
+// chunkLen is the length of chunk idx: the last one may be short.
+func (v *view) chunkLen(idx int64) int64 {
+	return min(v.chunkSize, v.size-idx*v.chunkSize)
+}
+
+// Image reads one snapshot as a disk image. It is an io.ReaderAt that knows where the holes are.
+type Image struct {
+	m     *Manager
+	info  Snapshot
+	view  *view
+	close sync.Once
+}
+
+// OpenImage opens the snapshot ref names for reading. While the image is open the snapshot's data is
+// pinned: a delete hides the snapshot at once but frees its data only after the last Close.
+func (m *Manager) OpenImage(ctx context.Context, ref string) (*Image, error) {
+	var im *Image
+	m.openMu.Lock()
+	defer m.openMu.Unlock()
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		s, c, err := resolve(tx, ref)
+		if err != nil {
+			return err
+		}
+		v, err := loadView(tx, c, s)
+		if err != nil {
+			return err
+		}
+		info := Snapshot{ID: s.ID, Chain: c.Name, Name: s.Name, Volume: s.Volume, Seq: s.Seq, Created: fromNanos(s.Created),
+			Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Origin: s.Origin}
+		if prev, err := tx.PrevSnapshot(c.ID, s.Seq); err == nil {
+			info.Parent = prev.ID
+		}
+		im = &Image{m: m, info: info, view: v}
+		m.pin(s.ID)
+		return nil
+	})
+	return im, err
+}
+
+// Info describes the snapshot the image reads (UniqueBytes is not filled in).
+func (im *Image) Info() Snapshot { return im.info }
+
+// Size is the disk's size at the snapshot.
+func (im *Image) Size() int64 { return im.view.size }
+
+// ChunkSize is the chain's chunk size.
+func (im *Image) ChunkSize() int64 { return im.view.chunkSize }
+
+// Close releases the image; it is safe to call more than once.
+func (im *Image) Close() error {
+	var err error
+	im.close.Do(func() { err = im.m.unpin(context.Background(), im.info.ID) })
+	return err
+}
+
+// ReadAt reads the snapshot's bytes at off. It is safe for concurrent use, returns io.EOF at or past
+// the end, and fails (wrapping ErrCorrupt) rather than return bytes that do not match their hash.
+func (im *Image) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read image: negative offset %d", off)
+	}
+	v := im.view
+	if off >= v.size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	if rest := v.size - off; int64(want) > rest {
+		p = p[:rest]
+	}
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		idx := pos / v.chunkSize
+		within := pos - idx*v.chunkSize
+		c := v.chunks[idx]
+		if c.ID == 0 {
+			k := int(min(int64(len(p)-n), v.chunkLen(idx)-within))
+			clear(p[n : n+k])
+			n += k
+			continue
+		}
+		data, err := im.m.chunkData(context.Background(), c)
+		if err != nil {
+			return n, fmt.Errorf("read %s at %d: %w", im.info.Ref(), pos, err)
+		}
+		n += copy(p[n:], data[within:])
+	}
+	if n < want {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// SeekData returns the first offset at or after off that holds data, as lseek(SEEK_DATA); ok is false
+// when only holes follow.
+func (im *Image) SeekData(off int64) (pos int64, ok bool) {
+	v := im.view
+	if off < 0 {
+		off = 0
+	}
+	for idx := off / v.chunkSize; idx < int64(len(v.chunks)); idx++ {
+		if v.chunks[idx].ID != 0 {
+			return max(off, idx*v.chunkSize), true
+		}
+	}
+	return 0, false
+}
+
+// SeekHole returns the first offset at or after off inside a hole, as lseek(SEEK_HOLE); the end of the
+// image counts as a hole.
+func (im *Image) SeekHole(off int64) int64 {
+	v := im.view
+	if off < 0 {
+		off = 0
+	}
+	for idx := off / v.chunkSize; idx < int64(len(v.chunks)); idx++ {
+		if v.chunks[idx].ID == 0 {
+			return max(off, idx*v.chunkSize)
+		}
+	}
+	return max(off, v.size)
+}
+
+// eachChunk calls fn for every chunk of the view that holds data, with its verified bytes, decoding
+// on all cores; fn may be called concurrently. Holes are skipped. The first error stops the walk.
+func (m *Manager) eachChunk(parent context.Context, v *view, fn func(idx int64, data []byte) error) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	idxs := make(chan int64, 64)
+	errs := make(chan error, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for idx := range idxs {
+				data, err := m.st.ReadChunk(ctx, buf, v.chunks[idx])
+				if err == nil {
+					buf = data
+					err = fn(idx, data)
+				}
+				if err != nil {
+					errs <- err
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+	var err error
+feed:
+	for idx := range v.chunks {
+		if v.chunks[idx].ID == 0 {
+			continue
+		}
+		select {
+		case idxs <- int64(idx):
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(idxs)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		if err == nil {
+			err = e
+		}
+	}
+	if err == nil {
+		err = parent.Err()
+	}
+	return err
+}
+
+// --- pins: open images keep their snapshot's data ---
+
+func (m *Manager) pin(id int64) {
+	m.pinMu.Lock()
+	m.pins[id]++
+	m.pinMu.Unlock()
+}
+
+// unpin drops one pin; the last one finishes a delete that was waiting for it.
+func (m *Manager) unpin(ctx context.Context, id int64) error {
+	m.pinMu.Lock()
+	m.pins[id]--
+	last := m.pins[id] == 0
+	if last {
+		delete(m.pins, id)
+	}
+	m.pinMu.Unlock()
+	if !last || m.st.ReadOnly() {
+		return nil
+	}
+	var status string
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		s, err := tx.SnapshotByID(id)
+		status = s.Status
+		return err
+	})
+	if err != nil || status != StatusDeleting {
+		return nil
+	}
+	_, err = m.finishDelete(ctx, id)
+	return err
+}
+
+func (m *Manager) pinned(id int64) bool {
+	m.pinMu.Lock()
+	defer m.pinMu.Unlock()
+	return m.pins[id] > 0
+}
+
+// --- cache of decoded chunks ---
+
+// chunkData returns a chunk's verified bytes through the cache. The result must not be modified.
+func (m *Manager) chunkData(ctx context.Context, c store.Chunk) ([]byte, error) {
+	if data, ok := m.cache.get(c.ID); ok {
+		return data, nil
+	}
+	data, err := m.st.ReadChunk(ctx, nil, c)
+	if err != nil {
+		return nil, err
+	}
+	m.cache.put(c.ID, data)
+	return data, nil
+}
+
+// chunkCache is an LRU of decoded chunks capped by bytes. Chunks are immutable, so a cached chunk stays
+// right for as long as its id exists; ids are never reused (SQLite INTEGER PRIMARY KEY grows).
+type chunkCache struct {
+	mu    sync.Mutex
+	cap   int64
+	used  int64
+	order *list.List // front = most recent; values are *cacheEntry
+	byID  map[int64]*list.Element
+}
+
+type cacheEntry struct {
+	id   int64
+	data []byte
+}
+
+func newChunkCache(capBytes int64) *chunkCache {
+	return &chunkCache{cap: capBytes, order: list.New(), byID: map[int64]*list.Element{}}
+}
+
+func (c *chunkCache) get(id int64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byID[id]
+	if !ok {
+		return nil, false
+	}
+	c.order.MoveToFront(e)
+	return e.Value.(*cacheEntry).data, true
+}
+
+func (c *chunkCache) put(id int64, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.byID[id]; ok || int64(len(data)) > c.cap {
+		return
+	}
+	c.byID[id] = c.order.PushFront(&cacheEntry{id: id, data: data})
+	c.used += int64(len(data))
+	for c.used > c.cap {
+		e := c.order.Back()
+		ent := e.Value.(*cacheEntry)
+		c.order.Remove(e)
+		delete(c.byID, ent.id)
+		c.used -= int64(len(ent.data))
+	}
+}

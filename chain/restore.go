@@ -1,0 +1,414 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/snapfs/snapfs/store"
+	"golang.org/x/sys/unix"
+)
+
+// RestoreOptions tune Restore.
+type RestoreOptions struct {
+	To       string // "" for the chain's source disk; a path that does not exist is created
+	Force    bool   // write even when the target is mounted or attached
+	Progress Progress
+}
+
+// RestoreStats says what a restore did.
+type RestoreStats struct {
+	Target        string `json:"target"`
+	Size          int64  `json:"size"`
+	ChunksWritten int64  `json:"chunks_written"`
+	ChunksSkipped int64  `json:"chunks_skipped"`
+	BytesWritten  int64  `json:"bytes_written"`
+}
+
+// Restore writes a snapshot back to a disk (rolls it back), writing only the chunks whose content
+// differs from what the disk holds. It refuses a target that is smaller than the snapshot or in use
+// (unless Force). A regular-file target ends up exactly the snapshot's size. Newer snapshots stay.
+func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) (RestoreStats, error) {
+	im, err := m.OpenImage(ctx, ref)
+	if err != nil {
+		return RestoreStats{}, err
+	}
+	defer im.Close()
+	target := opts.To
+	if target == "" {
+		if target, err = m.chainSource(ctx, im.info.Chain); err != nil {
+			return RestoreStats{}, err
+		}
+	}
+	d, err := openTarget(target, im.Size(), opts.Force)
+	if err != nil {
+		return RestoreStats{}, err
+	}
+	defer d.Close()
+	st := RestoreStats{Target: d.path, Size: im.Size()}
+	if err := m.writeImage(ctx, im.view, d, &st, opts.Progress); err != nil {
+		return st, fmt.Errorf("restore %s to %s: %w", ref, d.path, err)
+	}
+	return st, nil
+}
+
+func (m *Manager) chainSource(ctx context.Context, chainName string) (string, error) {
+	var src string
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		c, err := tx.ChainByName(chainName)
+		if err != nil {
+			return err
+		}
+		src = c.Source
+		if c.VolumeID != 0 {
+			if v, err := tx.VolumeByID(c.VolumeID); err == nil {
+				src = v.Source
+			}
+		}
+		return nil
+	})
+	return src, err
+}
+
+// openTarget opens (or creates) a restore target and checks that it can take size bytes.
+func openTarget(path string, size int64, force bool) (*disk, error) {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("create %s: %w", path, unwrapPath(err))
+		}
+		f.Close()
+		if err := os.Truncate(path, size); err != nil {
+			os.Remove(path)
+			return nil, fmt.Errorf("size %s: %w", path, unwrapPath(err))
+		}
+	}
+	d, err := openDisk(path, os.O_RDWR)
+	if err != nil {
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS) || errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("target %s is read-only: %w", path, err)
+		}
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	if d.size < size {
+		d.Close()
+		return nil, fmt.Errorf("%w: target %s is too small: %d bytes, the snapshot needs %d", ErrInvalid, d.path, d.size, size)
+	}
+	if why := inUse(d); why != "" && !force {
+		d.Close()
+		return nil, fmt.Errorf("target %s is %s: %w (use --force to write anyway)", d.path, why, ErrInUse)
+	}
+	if !d.block && d.size > size {
+		if err := d.f.Truncate(size); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("truncate %s: %w", d.path, err)
+		}
+		d.size = size
+	}
+	return d, nil
+}
+
+// writeImage makes d's first v.size bytes equal to the view, chunk by chunk on all cores, reading
+// what d holds first and writing only chunks that differ. Zero chunks become holes in files.
+func (m *Manager) writeImage(ctx context.Context, v *view, d *disk, st *RestoreStats, progress Progress) error {
+	total := int64(len(v.chunks))
+	var next, done, written, skipped, wbytes atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fail := func(err error) { errOnce.Do(func() { firstErr = err; cancel() }) }
+	var progMu sync.Mutex
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := chunkWriter{m: m, v: v, d: d}
+			for ctx.Err() == nil {
+				idx := next.Add(1) - 1
+				if idx >= total {
+					return
+				}
+				changed, err := w.sync(ctx, idx)
+				if err != nil {
+					fail(err)
+					return
+				}
+				if changed {
+					written.Add(1)
+					wbytes.Add(v.chunkLen(idx))
+				} else {
+					skipped.Add(1)
+				}
+				n := done.Add(v.chunkLen(idx))
+				if progress != nil && progMu.TryLock() {
+					progress(n, v.size)
+					progMu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st.ChunksWritten, st.ChunksSkipped, st.BytesWritten = written.Load(), skipped.Load(), wbytes.Load()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := unix.Fdatasync(int(d.f.Fd())); err != nil {
+		return fmt.Errorf("sync %s: %w", d.path, err)
+	}
+	if progress != nil {
+		progress(v.size, v.size)
+	}
+	return nil
+}
+
+// chunkWriter brings one chunk of a target disk in line with a view; one per goroutine.
+type chunkWriter struct {
+	m   *Manager
+	v   *view
+	d   *disk
+	cur []byte
+	buf []byte
+}
+
+// sync makes chunk idx of the disk match the view and reports whether it had to write.
+func (w *chunkWriter) sync(ctx context.Context, idx int64) (bool, error) {
+	off, n := idx*w.v.chunkSize, w.v.chunkLen(idx)
+	if int64(cap(w.cur)) < n {
+		w.cur = make([]byte, n)
+	}
+	cur := w.cur[:n]
+	if err := w.readTarget(cur, off); err != nil {
+		return false, err
+	}
+	c := w.v.chunks[idx]
+	if c.ID == 0 {
+		if allZero(cur) {
+			return false, nil
+		}
+		return true, w.zero(off, n)
+	}
+	if c.Size == n && store.Sum(cur) == c.Hash {
+		return false, nil
+	}
+	data, err := w.m.st.ReadChunk(ctx, w.buf, c)
+	if err != nil {
+		return false, err
+	}
+	w.buf = data
+	if _, err := w.d.f.WriteAt(data, off); err != nil {
+		return false, fmt.Errorf("write %s at %d: %w", w.d.path, off, err)
+	}
+	return true, nil
+}
+
+// readTarget reads what the disk holds at off; a hole of a sparse file reads as zeros unread.
+func (w *chunkWriter) readTarget(p []byte, off int64) error {
+	if !w.d.block {
+		if next, err := unix.Seek(int(w.d.f.Fd()), off, unix.SEEK_DATA); errors.Is(err, unix.ENXIO) || err == nil && next >= off+int64(len(p)) {
+			clear(p)
+			return nil
+		}
+	}
+	if _, err := w.d.f.ReadAt(p, off); err != nil {
+		return fmt.Errorf("read %s at %d: %w", w.d.path, off, err)
+	}
+	return nil
+}
+
+// zero clears n bytes at off: a hole in a file, written zeros on a device.
+func (w *chunkWriter) zero(off, n int64) error {
+	if !w.d.block {
+		err := unix.Fallocate(int(w.d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		if err == nil {
+			return nil
+		}
+	}
+	if _, err := w.d.f.WriteAt(make([]byte, n), off); err != nil {
+		return fmt.Errorf("write %s at %d: %w", w.d.path, off, err)
+	}
+	return nil
+}
+
+// CloneOptions tune Clone.
+type CloneOptions struct {
+	To       string // the new image file; it must not exist
+	Volume   string // when set, register the file as this volume, its chain starting from the snapshot
+	Kind     string // the new volume's kind (default data)
+	Instance string // the new volume's instance
+	Progress Progress
+}
+
+// CloneResult says what a clone made.
+type CloneResult struct {
+	Path         string  `json:"path"`
+	Size         int64   `json:"size"`
+	BytesWritten int64   `json:"bytes_written"`
+	Volume       *Volume `json:"volume,omitempty"`
+}
+
+// Clone writes a snapshot to a new sparse image file. With Volume set the file is registered as a new
+// volume whose chain begins with the snapshot's chunks, shared rather than copied, so that the new
+// volume's first own snapshot stores only what changed since the clone.
+func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (CloneResult, error) {
+	spec := VolumeSpec{Name: opts.Volume, Source: opts.To, Kind: opts.Kind, Instance: opts.Instance, ChunkSize: DefaultChunkSize}
+	if opts.Volume != "" {
+		if err := spec.validate(); err != nil {
+			return CloneResult{}, err
+		}
+	}
+	im, err := m.OpenImage(ctx, ref)
+	if err != nil {
+		return CloneResult{}, err
+	}
+	defer im.Close()
+	if opts.Volume != "" {
+		err := m.st.View(ctx, func(tx *store.Tx) error { return checkCloneVolume(tx, spec) })
+		if err != nil {
+			return CloneResult{}, err
+		}
+	}
+	d, err := createImageFile(opts.To, im.Size())
+	if err != nil {
+		return CloneResult{}, err
+	}
+	res := CloneResult{Path: d.path, Size: im.Size()}
+	err = m.writeClone(ctx, im, d, &res, opts.Progress)
+	d.Close()
+	if err == nil && opts.Volume != "" {
+		spec.Source = d.path
+		var v Volume
+		if v, err = m.registerClone(ctx, im, spec, d.size); err == nil {
+			res.Volume = &v
+		}
+	}
+	if err != nil {
+		os.Remove(d.path)
+		return CloneResult{}, fmt.Errorf("clone %s to %s: %w", ref, opts.To, err)
+	}
+	return res, nil
+}
+
+func (m *Manager) writeClone(ctx context.Context, im *Image, d *disk, res *CloneResult, progress Progress) error {
+	var done, written atomic.Int64
+	var progMu sync.Mutex
+	err := m.eachChunk(ctx, im.view, func(idx int64, data []byte) error {
+		if _, err := d.f.WriteAt(data, idx*im.view.chunkSize); err != nil {
+			return fmt.Errorf("write %s: %w", d.path, err)
+		}
+		written.Add(int64(len(data)))
+		n := done.Add(int64(len(data)))
+		if progress != nil && progMu.TryLock() {
+			progress(n, im.Size())
+			progMu.Unlock()
+		}
+		return nil
+	})
+	res.BytesWritten = written.Load()
+	if err != nil {
+		return err
+	}
+	if err := unix.Fdatasync(int(d.f.Fd())); err != nil {
+		return fmt.Errorf("sync %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// createImageFile creates a new sparse file of size bytes; an existing path is refused.
+func createImageFile(path string, size int64) (*disk, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%w: no target path", ErrInvalid)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("target %s: %w", path, ErrExists)
+		}
+		return nil, fmt.Errorf("create %s: %w", path, unwrapPath(err))
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("size %s: %w", path, err)
+	}
+	f.Close()
+	d, err := openDisk(path, os.O_RDWR)
+	if err != nil {
+		os.Remove(path)
+	}
+	return d, err
+}
+
+// checkCloneVolume refuses a clone volume whose name, or chain name, is taken, before any byte is written.
+func checkCloneVolume(tx *store.Tx, spec VolumeSpec) error {
+	if _, err := tx.VolumeByName(spec.Name); err == nil {
+		return fmt.Errorf("volume %s: %w", spec.Name, ErrExists)
+	}
+	if _, err := tx.ChainByName(spec.Name); err == nil {
+		return fmt.Errorf("chain %s: %w", spec.Name, ErrExists)
+	}
+	if spec.Kind == KindSystem && spec.Instance != "" {
+		return noOtherSystemDisk(tx, spec.Instance)
+	}
+	return nil
+}
+
+// registerClone records the new volume and its chain, whose first snapshot shares the source
+// snapshot's chunks (references taken, no bytes copied).
+func (m *Manager) registerClone(ctx context.Context, im *Image, spec VolumeSpec, size int64) (Volume, error) {
+	var out Volume
+	err := m.st.Update(ctx, func(tx *store.Tx) error {
+		if err := checkCloneVolume(tx, spec); err != nil {
+			return err
+		}
+		region, err := m.st.Region(ctx)
+		if err != nil {
+			return err
+		}
+		now := time.Now().UnixNano()
+		v := store.Volume{Name: spec.Name, Kind: spec.Kind, Instance: spec.Instance, Source: spec.Source, Size: size,
+			ChunkSize: im.view.chunkSize, Created: now}
+		if v.ID, err = tx.InsertVolume(v); err != nil {
+			return err
+		}
+		c := store.Chain{Name: spec.Name, VolumeID: v.ID, Source: spec.Source, Region: region, ChunkSize: im.view.chunkSize, Created: now}
+		if c.ID, err = tx.InsertChain(c); err != nil {
+			return err
+		}
+		seq, err := tx.TakeSeq(c.ID)
+		if err != nil {
+			return err
+		}
+		s := store.Snapshot{ChainID: c.ID, Seq: seq, Name: im.info.Name, Volume: spec.Name, Size: im.Size(),
+			Created: im.info.Created.UnixNano(), Status: StatusReady, Origin: im.info.ID}
+		if s.ID, err = tx.InsertSnapshot(s); err != nil {
+			return err
+		}
+		if err := tx.CopyDeltas(s.ID, im.view.deltas()); err != nil {
+			return err
+		}
+		out, err = m.volumeView(tx, v)
+		return err
+	})
+	return out, err
+}
+
+// deltas lists the view's data chunks as the deltas of a first snapshot (holes need no row).
+func (v *view) deltas() []store.Delta {
+	var ds []store.Delta
+	for i, c := range v.chunks {
+		if c.ID != 0 {
+			ds = append(ds, store.Delta{Idx: int64(i), Chunk: c.ID})
+		}
+	}
+	return ds
+}

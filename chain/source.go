@@ -1,0 +1,178 @@
+package chain
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// disk is an opened source or target disk: a regular image file or a block device.
+type disk struct {
+	path  string
+	f     *os.File
+	size  int64
+	block bool
+	st    unix.Stat_t
+}
+
+// statDisk checks that path names a regular file or a block device and returns its absolute path.
+func statDisk(path string) (string, unix.Stat_t, error) {
+	var st unix.Stat_t
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", st, fmt.Errorf("%w: path %s: %v", ErrInvalid, path, err)
+	}
+	if err := unix.Stat(abs, &st); err != nil {
+		return "", st, fmt.Errorf("%s: %w", abs, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFBLK:
+		return abs, st, nil
+	case unix.S_IFDIR:
+		return "", st, fmt.Errorf("%w: %s is a directory, not a disk", ErrInvalid, abs)
+	default:
+		return "", st, fmt.Errorf("%w: %s is not a regular file or block device", ErrInvalid, abs)
+	}
+}
+
+// openDisk opens a disk for reading (flag O_RDONLY) or writing (O_RDWR). Block devices are read with
+// O_DIRECT so that a snapshot holds what is persisted on the device, not what a page cache holds.
+func openDisk(path string, flag int) (*disk, error) {
+	abs, st, err := statDisk(path)
+	if err != nil {
+		return nil, err
+	}
+	d := &disk{path: abs, st: st, block: st.Mode&unix.S_IFMT == unix.S_IFBLK}
+	open := func(extra int) (*os.File, error) { return os.OpenFile(abs, flag|extra|unix.O_CLOEXEC, 0) }
+	if d.block && flag == os.O_RDONLY {
+		d.f, err = open(unix.O_DIRECT)
+		if errors.Is(err, unix.EINVAL) {
+			d.f, err = open(0)
+		}
+	} else {
+		d.f, err = open(0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", abs, unwrapPath(err))
+	}
+	if d.size, err = d.currentSize(); err != nil {
+		d.f.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *disk) currentSize() (int64, error) {
+	if d.block {
+		n, err := d.f.Seek(0, 2)
+		if err != nil {
+			return 0, fmt.Errorf("size of %s: %w", d.path, err)
+		}
+		return n, nil
+	}
+	fi, err := d.f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", d.path, err)
+	}
+	return fi.Size(), nil
+}
+
+func (d *disk) Close() error { return d.f.Close() }
+
+// unwrapPath drops the *PathError wrapper whose path the caller already names.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// inUse says why a disk may not be written to: a mounted block device (or one with holders), or an
+// image file attached to a loop device. It returns "" when the disk is free.
+func inUse(d *disk) string {
+	if d.block {
+		if mp := mountedDevice(d.st.Rdev); mp != "" {
+			return "mounted at " + mp
+		}
+		maj, min := unix.Major(d.st.Rdev), unix.Minor(d.st.Rdev)
+		if holders, _ := os.ReadDir(fmt.Sprintf("/sys/dev/block/%d:%d/holders", maj, min)); len(holders) > 0 {
+			return "held by " + holders[0].Name()
+		}
+		return ""
+	}
+	if loop := loopBacking(d.st.Dev, d.st.Ino); loop != "" {
+		return "attached to " + loop
+	}
+	return ""
+}
+
+// mountedDevice returns a mount point of the block device rdev, or "".
+func mountedDevice(rdev uint64) string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	want := fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev))
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && fields[2] == want {
+			return fields[4]
+		}
+	}
+	return ""
+}
+
+// loopBacking returns the loop device whose backing file is the inode (dev, ino), or "".
+func loopBacking(dev, ino uint64) string {
+	loops, _ := filepath.Glob("/sys/block/loop*")
+	for _, l := range loops {
+		name := filepath.Base(l)
+		f, err := os.Open("/dev/" + name)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if err == nil && info.Device == dev && info.Inode == ino {
+			return "/dev/" + name
+		}
+	}
+	return ""
+}
+
+// The filesystem freeze ioctls, _IOWR('X', 119, int) and _IOWR('X', 120, int).
+const (
+	ioctlFIFREEZE = 0xC0045877
+	ioctlFITHAW   = 0xC0045878
+)
+
+// freeze freezes the filesystem mounted at mountpoint (FIFREEZE) and returns the function that thaws it.
+func freeze(mountpoint string) (thaw func() error, err error) {
+	f, err := os.Open(mountpoint)
+	if err != nil {
+		return nil, fmt.Errorf("freeze %s: %w", mountpoint, unwrapPath(err))
+	}
+	if fi, _ := f.Stat(); fi == nil || !fi.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("%w: freeze %s: not a directory", ErrInvalid, mountpoint)
+	}
+	if err := unix.IoctlSetInt(int(f.Fd()), ioctlFIFREEZE, 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("freeze %s: %w", mountpoint, err)
+	}
+	return func() error {
+		defer f.Close()
+		if err := unix.IoctlSetInt(int(f.Fd()), ioctlFITHAW, 0); err != nil {
+			return fmt.Errorf("thaw %s: %w", mountpoint, err)
+		}
+		return nil
+	}, nil
+}

@@ -1,0 +1,122 @@
+package chain
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/snapfs/snapfs/store"
+)
+
+// VolumeSpec describes a disk to register.
+type VolumeSpec struct {
+	Name      string
+	Source    string
+	Kind      string // KindData (default) or KindSystem
+	Instance  string // the instance the disk belongs to, if any
+	ChunkSize int64  // 0: DefaultChunkSize
+}
+
+// ValidateChunkSize checks that n is a power of two from MinChunkSize to MaxChunkSize.
+func ValidateChunkSize(n int64) error {
+	if n < MinChunkSize || n > MaxChunkSize || n&(n-1) != 0 {
+		return fmt.Errorf("%w: chunk size %d: want a power of two from 16 KiB to 4 MiB", ErrInvalid, n)
+	}
+	return nil
+}
+
+func (spec *VolumeSpec) validate() error {
+	if err := ValidateName(spec.Name); err != nil {
+		return err
+	}
+	switch spec.Kind {
+	case "":
+		spec.Kind = KindData
+	case KindData, KindSystem:
+	default:
+		return fmt.Errorf("%w: kind %q: want %s or %s", ErrInvalid, spec.Kind, KindData, KindSystem)
+	}
+	if spec.Instance != "" {
+		if err := ValidateName(spec.Instance); err != nil {
+			return fmt.Errorf("instance: %w", err)
+		}
+	}
+	if spec.ChunkSize == 0 {
+		spec.ChunkSize = DefaultChunkSize
+	}
+	return ValidateChunkSize(spec.ChunkSize)
+}
+
+// AddVolume registers a disk: a block device or a regular image file. Its chain starts with its first
+// snapshot.
+func (m *Manager) AddVolume(ctx context.Context, spec VolumeSpec) (Volume, error) {
+	if err := spec.validate(); err != nil {
+		return Volume{}, err
+	}
+	d, err := openDisk(spec.Source, 0) // O_RDONLY: the disk must be readable
+	if err != nil {
+		return Volume{}, fmt.Errorf("source: %w", err)
+	}
+	d.Close()
+	var out Volume
+	err = m.st.Update(ctx, func(tx *store.Tx) error {
+		if spec.Kind == KindSystem && spec.Instance != "" {
+			if err := noOtherSystemDisk(tx, spec.Instance); err != nil {
+				return err
+			}
+		}
+		v := store.Volume{Name: spec.Name, Kind: spec.Kind, Instance: spec.Instance, Source: d.path, Size: d.size,
+			ChunkSize: spec.ChunkSize, Created: time.Now().UnixNano()}
+		id, err := tx.InsertVolume(v)
+		if err != nil {
+			return err
+		}
+		v.ID = id
+		out, err = m.volumeView(tx, v)
+		return err
+	})
+	return out, err
+}
+
+func noOtherSystemDisk(tx *store.Tx, instance string) error {
+	vs, err := tx.VolumesByInstance(instance)
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		if v.Kind == KindSystem {
+			return fmt.Errorf("instance %s: %w: its system disk is volume %s", instance, ErrExists, v.Name)
+		}
+	}
+	return nil
+}
+
+// RemoveVolume forgets a disk. The disk itself is not touched, and its chain and snapshots stay.
+func (m *Manager) RemoveVolume(ctx context.Context, name string) error {
+	return m.st.Update(ctx, func(tx *store.Tx) error {
+		v, err := tx.VolumeByName(name)
+		if err != nil {
+			return err
+		}
+		return tx.DeleteVolume(v.ID)
+	})
+}
+
+// SystemVolume finds the system disk registered with an instance.
+func (m *Manager) SystemVolume(ctx context.Context, instance string) (Volume, error) {
+	var out Volume
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		vs, err := tx.VolumesByInstance(instance)
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			if v.Kind == KindSystem {
+				out, err = m.volumeView(tx, v)
+				return err
+			}
+		}
+		return fmt.Errorf("instance %s: no system disk registered: %w", instance, ErrNotFound)
+	})
+	return out, err
+}
