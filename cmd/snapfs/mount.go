@@ -1,6 +1,146 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	snapfs "github.com/snapfs/snapfs/fs"
+)
+
+// How long umount waits for the daemon to let go of the store after unmounting.
+const daemonExitWait = 2 * time.Minute
 
 // mountCommands returns the commands that serve the FUSE tree (mount, umount).
-func mountCommands() []*cli.Command { return nil }
+func mountCommands() []*cli.Command {
+	return []*cli.Command{mountCommand(), umountCommand()}
+}
+
+func mountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "serve the store as a FUSE file system at DIR",
+		ArgsUsage: "DIR",
+		Description: "DIR/volumes/VOLUME/{ctl,status,info} and DIR/chains/CHAIN/{info,NAME.img}: one\n" +
+			"read-only image per snapshot; write \"snapshot [NAME]\" to a volume's ctl to snapshot it.\n" +
+			"The store's writer runs in a background daemon (log: STORE/daemon.log) until `snapfs umount DIR`.",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "foreground", Usage: "serve from this process until unmounted or signalled"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users in (root, or user_allow_other in /etc/fuse.conf)"},
+			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request", Hidden: true},
+		},
+		Action: mountAction,
+	}
+}
+
+func umountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "umount",
+		Aliases:   []string{"unmount"},
+		Usage:     "unmount a snapfs mount and stop its daemon",
+		ArgsUsage: "DIR",
+		Description: "When files are still open under DIR it is detached at once and the daemon\n" +
+			"exits after the last of them closes.",
+		Action: umountAction,
+	}
+}
+
+// mountOpts is what a mount command line asks for.
+type mountOpts struct {
+	dir        string // mount point, absolute
+	store      string // store directory, absolute
+	allowOther bool
+	debug      bool
+}
+
+func mountAction(cCtx *cli.Context) error {
+	args, err := checkArgs(cCtx, 1, 1, "DIR")
+	if err != nil {
+		return err
+	}
+	o := mountOpts{allowOther: cCtx.Bool("allow-other"), debug: cCtx.Bool("debug")}
+	if o.dir, err = snapfs.MountPoint(args[0]); err != nil {
+		return err
+	}
+	store, err := storeDir(cCtx)
+	if err != nil {
+		return err
+	}
+	if o.store, err = filepath.Abs(store); err != nil {
+		return fmt.Errorf("store %s: %w", store, err)
+	}
+	if cCtx.Bool("foreground") {
+		return serveMount(cCtx.Context, o)
+	}
+	return startDaemon(o)
+}
+
+func umountAction(cCtx *cli.Context) error {
+	args, err := checkArgs(cCtx, 1, 1, "DIR")
+	if err != nil {
+		return err
+	}
+	dir, err := snapfs.MountPoint(args[0])
+	if err != nil {
+		return err
+	}
+	e, ok, err := snapfs.FindMount(dir)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("umount %s: not mounted", dir)
+	}
+	if e.Type != "fuse."+snapfs.FSType {
+		return fmt.Errorf("umount %s: not a snapfs mount (it is %s)", dir, e.Type)
+	}
+	if stale, err := snapfs.DetachStale(dir); err != nil || stale {
+		return err
+	}
+	pid := daemonPID(e.Source, dir)
+	detached, err := snapfs.Unmount(dir)
+	if err != nil {
+		return err
+	}
+	if detached {
+		fmt.Fprintf(cCtx.App.ErrWriter, "snapfs: %s is busy: detached it; the daemon exits once the last open file closes\n", dir)
+		return nil
+	}
+	if pid > 0 && !waitExit(pid, daemonExitWait) {
+		return fmt.Errorf("umount %s: unmounted, but daemon %d is still running after %s (see %s)",
+			dir, pid, daemonExitWait, filepath.Join(e.Source, daemonLogName))
+	}
+	return nil
+}
+
+// waitExit waits until process pid is gone, or d passed; it reports whether it is gone.
+func waitExit(pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if !alive(pid) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive reports whether process pid exists (and is not a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name: "123 (snapfs) S ...".
+	for i := len(b) - 1; i > 0; i-- {
+		if b[i] == ')' {
+			return i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+		}
+	}
+	return true
+}

@@ -1,0 +1,255 @@
+package main
+
+// The mount daemon: `snapfs mount DIR` re-runs itself as `snapfs mount --foreground DIR` in a new
+// session, with its output going to STORE/daemon.log, and returns once the child says (through a pipe
+// passed as fd 3) that the mount is ready, or why it failed.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/snapfs/snapfs/chain"
+	snapfs "github.com/snapfs/snapfs/fs"
+)
+
+const (
+	// daemonLogName is the daemon's log, in the store directory.
+	daemonLogName = "daemon.log"
+	// daemonPIDName holds the running daemon's pid, in the store directory.
+	daemonPIDName = "daemon.pid"
+	// readyFDEnv names the fd a daemon reports readiness on.
+	readyFDEnv = "SNAPFS_READY_FD"
+	// readyOK is what a daemon writes on its ready fd once the mount is up; anything else is an error.
+	readyOK = "ready"
+	// mountWait bounds how long mount waits for the daemon (opening a store may finish an
+	// interrupted delete first).
+	mountWait = 10 * time.Minute
+)
+
+// startDaemon starts the daemon and waits until it has mounted, or failed to.
+func startDaemon(o mountOpts) error {
+	if err := os.MkdirAll(o.store, 0o700); err != nil {
+		return fmt.Errorf("mount: store: %w", err)
+	}
+	logPath := filepath.Join(o.store, daemonLogName)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("mount: daemon log: %w", err)
+	}
+	defer logf.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("mount: %w", err)
+	}
+	defer r.Close()
+	cmd, err := daemonCommand(o, logf, w)
+	if err == nil {
+		err = cmd.Start()
+	}
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("mount: start daemon: %w", err)
+	}
+	msg, err := readReady(r, mountWait)
+	if err == nil && msg == readyOK {
+		return cmd.Process.Release()
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		msg = err.Error()
+	}
+	if msg == "" {
+		cmd.Wait()
+		msg = fmt.Sprintf("daemon exited (%s): %s", cmd.ProcessState, lastLine(logPath))
+	}
+	return errors.New(msg)
+}
+
+// daemonCommand is the command line that runs the daemon, in its own session, logging to logf and
+// reporting readiness on ready.
+func daemonCommand(o mountOpts, logf, ready *os.File) (*exec.Cmd, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--store", o.store, "mount", "--foreground"}
+	if o.allowOther {
+		args = append(args, "--allow-other")
+	}
+	if o.debug {
+		args = append(args, "--debug")
+	}
+	cmd := exec.Command(exe, append(args, "--", o.dir)...)
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{ready} // fd 3
+	cmd.Env = append(os.Environ(), readyFDEnv+"=3", "SNAPFS_STORE="+o.store)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	return cmd, nil
+}
+
+// readReady reads the daemon's one-line report; "" means it closed the pipe without one (it died).
+func readReady(r *os.File, timeout time.Duration) (string, error) {
+	if err := r.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(r)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return "", fmt.Errorf("mount: the daemon did not report within %s", timeout)
+	}
+	return strings.TrimSpace(string(b)), err
+}
+
+// lastLine is the last line of a file, to show why a daemon died.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "see " + path
+	}
+	b = bytes.TrimSpace(b)
+	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+		b = b[i+1:]
+	}
+	return string(b) + " (see " + path + ")"
+}
+
+// readyPipe is the pipe the parent waits on, when this process is a daemon.
+func readyPipe() *os.File {
+	fd, err := strconv.Atoi(os.Getenv(readyFDEnv))
+	if err != nil || fd < 3 {
+		return nil
+	}
+	os.Unsetenv(readyFDEnv)
+	return os.NewFile(uintptr(fd), "ready")
+}
+
+// serveMount mounts the store and serves it until it is unmounted (or signalled: the first SIGTERM,
+// SIGINT or SIGHUP unmounts, lazily when busy; a second one exits at once).
+func serveMount(ctx context.Context, o mountOpts) error {
+	ready := readyPipe()
+	logger := log.New(os.Stderr, "snapfs: ", log.LstdFlags)
+	srv, fsys, m, err := mount(ctx, o, logger)
+	pidPath := filepath.Join(o.store, daemonPIDName)
+	if err == nil {
+		if werr := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); werr != nil {
+			logger.Printf("pid file: %v", werr)
+		}
+	}
+	if ready != nil {
+		report := readyOK
+		if err != nil {
+			report = oneLine(err.Error())
+		}
+		fmt.Fprintln(ready, report)
+		ready.Close()
+	}
+	if err != nil {
+		return err
+	}
+	logger.Printf("serving %s at %s (pid %d)", o.store, o.dir, os.Getpid())
+	waitUnmount(srv, logger)
+	fsys.Close()
+	os.Remove(pidPath)
+	if err := m.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	logger.Printf("unmounted %s", o.dir)
+	return nil
+}
+
+// mount opens the store as its writer and mounts it at o.dir, first detaching a stale mount a killed
+// daemon left there.
+func mount(ctx context.Context, o mountOpts, logger *log.Logger) (*snapfs.Server, *snapfs.FS, *chain.Manager, error) {
+	if stale, err := snapfs.DetachStale(o.dir); err != nil {
+		return nil, nil, nil, fmt.Errorf("mount: %w", err)
+	} else if stale {
+		logger.Printf("detached the stale mount at %s", o.dir)
+	}
+	if e, ok, err := snapfs.FindMount(o.dir); err != nil {
+		return nil, nil, nil, fmt.Errorf("mount: %w", err)
+	} else if ok && e.Type == "fuse."+snapfs.FSType {
+		return nil, nil, nil, fmt.Errorf("mount: %s is already a snapfs mount (of %s)", o.dir, e.Source)
+	}
+	if st, err := os.Stat(o.dir); err != nil {
+		return nil, nil, nil, fmt.Errorf("mount: %w", err)
+	} else if !st.IsDir() {
+		return nil, nil, nil, fmt.Errorf("mount: %s is not a directory", o.dir)
+	}
+	m, err := chain.Open(ctx, o.store, chain.Options{})
+	if errors.Is(err, chain.ErrLocked) {
+		return nil, nil, nil, fmt.Errorf("mount: store %s is in use by another snapfs process: %w", o.store, err)
+	} else if err != nil {
+		return nil, nil, nil, fmt.Errorf("mount: open store %s: %w", o.store, err)
+	}
+	fsys := snapfs.New(m, snapfs.Options{Logger: logger})
+	srv, err := fsys.Mount(o.dir, snapfs.MountOptions{AllowOther: o.allowOther, Source: o.store, Debug: o.debug, Logger: logger})
+	if err != nil {
+		fsys.Close()
+		m.Close()
+		return nil, nil, nil, fmt.Errorf("mount: %w", err)
+	}
+	return srv, fsys, m, nil
+}
+
+// waitUnmount returns once the mount is gone: unmounted from outside, or by a signal here.
+func waitUnmount(srv *snapfs.Server, logger *log.Logger) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	go func() {
+		srv.Wait()
+		close(done)
+	}()
+	signalled := false
+	for {
+		select {
+		case <-done:
+			return
+		case s := <-sigs:
+			if signalled {
+				logger.Printf("%v again: exiting with files still open under %s", s, srv.Dir())
+				return
+			}
+			signalled = true
+			detached, err := srv.Unmount()
+			switch {
+			case err != nil:
+				logger.Printf("%v: %v", s, err)
+			case detached:
+				logger.Printf("%v: %s is busy: detached it; exiting once the last open file closes", s, srv.Dir())
+			default:
+				logger.Printf("%v: unmounting %s", s, srv.Dir())
+			}
+		}
+	}
+}
+
+// daemonPID is the pid of the daemon serving store at dir, or 0 when unknown.
+func daemonPID(store, dir string) int {
+	b, err := os.ReadFile(filepath.Join(store, daemonPIDName))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmdline, []byte("\x00"+dir+"\x00")) {
+		return 0 // gone, or the pid now belongs to another process
+	}
+	return pid
+}

@@ -1,0 +1,203 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/snapfs/snapfs/chain"
+)
+
+// ctlUsage is what reading a ctl file returns.
+const ctlUsage = "snapshot [NAME]\n"
+
+// errBadCommand marks a command ctl does not understand.
+var errBadCommand = errors.New(`unknown command: want "snapshot [NAME]"`)
+
+// ctlNode is volumes/VOLUME/ctl: writing "snapshot [NAME]" to it starts a snapshot of the volume.
+type ctlNode struct {
+	gofs.Inode
+	readOnly
+	fsys   *FS
+	volume string
+}
+
+var (
+	_ gofs.NodeOpener    = (*ctlNode)(nil)
+	_ gofs.NodeSetattrer = (*ctlNode)(nil)
+)
+
+func (f *FS) newCtl(volume string) *ctlNode { return &ctlNode{fsys: f, volume: volume} }
+
+func (n *ctlNode) stable() gofs.StableAttr { return gofs.StableAttr{Mode: syscall.S_IFREG} }
+
+func (n *ctlNode) sameAs(other node) bool {
+	o, ok := other.(*ctlNode)
+	return ok && o.volume == n.volume
+}
+
+func (n *ctlNode) fill(_ context.Context, out *fuse.Attr) syscall.Errno {
+	n.fsys.setAttr(out, syscall.S_IFREG|0o600, 0, n.fsys.started)
+	return 0
+}
+
+func (n *ctlNode) timeouts() (time.Duration, time.Duration) { return dirTimeout, fileTimeout }
+
+// Getattr describes the file.
+func (n *ctlNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return getattr(ctx, n, out)
+}
+
+// Setattr accepts the truncation that opening with O_TRUNC (a shell's ">") asks for, and nothing
+// else.
+func (n *ctlNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if in.Valid&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
+		return syscall.EPERM
+	}
+	return getattr(ctx, n, out)
+}
+
+// Open opens the file; writes go straight to Write.
+func (n *ctlNode) Open(context.Context, uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &ctlHandle{n: n}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// ctlHandle is an open ctl file.
+type ctlHandle struct{ n *ctlNode }
+
+var (
+	_ gofs.FileWriter = (*ctlHandle)(nil)
+	_ gofs.FileReader = (*ctlHandle)(nil)
+)
+
+// Read returns the usage.
+func (h *ctlHandle) Read(_ context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(ctlUsage)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData([]byte(ctlUsage[off:min(int64(len(ctlUsage)), off+int64(len(dest)))])), 0
+}
+
+// Write runs one command; it returns once the command is accepted, and fails with EINVAL (status
+// saying why) when it is not.
+func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, syscall.Errno) {
+	f, volume := h.n.fsys, h.n.volume
+	name, err := parseCommand(string(data))
+	if err == nil {
+		name, err = f.startSnapshot(ctx, volume, name)
+	}
+	if err != nil {
+		f.jobs.refuse(volume, name, err, time.Now())
+		f.log.Printf("volumes/%s/ctl: %q refused: %v", volume, strings.TrimSpace(string(data)), err)
+		if errors.Is(err, chain.ErrNotFound) {
+			return 0, syscall.ENOENT
+		}
+		return 0, syscall.EINVAL
+	}
+	return uint32(len(data)), 0
+}
+
+// parseCommand parses "snapshot [NAME]", returning NAME ("" for a default name). On error the name
+// is what the status line should name.
+func parseCommand(cmd string) (string, error) {
+	cmd = strings.TrimRight(cmd, "\r\n")
+	fields := strings.Fields(cmd)
+	switch {
+	case len(fields) == 0:
+		return "", fmt.Errorf("%w: empty command", errBadCommand)
+	case strings.ContainsAny(cmd, "\r\n"):
+		return "", fmt.Errorf("%w: one command per write", errBadCommand)
+	case fields[0] != "snapshot":
+		return fields[0], fmt.Errorf("%w: %q", errBadCommand, fields[0])
+	case len(fields) > 2:
+		return fields[1], fmt.Errorf("%w: too many arguments", errBadCommand)
+	case len(fields) == 2:
+		return fields[1], nil
+	}
+	return "", nil
+}
+
+// startSnapshot checks a snapshot command and starts the snapshot in the background. It returns the
+// snapshot's name (the default one when name is "").
+func (f *FS) startSnapshot(ctx context.Context, volume, name string) (string, error) {
+	if name != "" {
+		if err := chain.ValidateName(name); err != nil {
+			return name, err
+		}
+	}
+	if running := f.jobs.running(volume); running != "" {
+		return name, fmt.Errorf("snapshot %s of volume %s is still being created", running, volume)
+	}
+	v, err := f.m.Volume(ctx, volume)
+	if err != nil {
+		return name, fmt.Errorf("volume %s: %w", volume, err)
+	}
+	taken, err := f.snapshotNames(ctx, v.Chain)
+	if err != nil {
+		return name, err
+	}
+	now := time.Now()
+	if name == "" {
+		name = freeName(taken, volume+now.Format("-20060102-150405"))
+	} else if taken[name] {
+		return name, fmt.Errorf("snapshot %s/%s: %w", v.Chain, name, chain.ErrExists)
+	}
+	j, err := f.jobs.begin(volume, name, v.Size, now)
+	if err != nil {
+		return name, err
+	}
+	f.wg.Add(1)
+	go f.runSnapshot(volume, j)
+	return name, nil
+}
+
+// snapshotNames is the set of snapshot names in a chain ("" for none yet).
+func (f *FS) snapshotNames(ctx context.Context, chainName string) (map[string]bool, error) {
+	taken := map[string]bool{}
+	if chainName == "" {
+		return taken, nil
+	}
+	snaps, err := f.m.Snapshots(ctx, chainName)
+	if err != nil {
+		return nil, fmt.Errorf("list chain %s: %w", chainName, err)
+	}
+	for _, s := range snaps {
+		taken[s.Name] = true
+	}
+	return taken, nil
+}
+
+// freeName returns base, or base-2, base-3… whichever is not taken, within 128 characters (the
+// engine names default snapshots the same way).
+func freeName(taken map[string]bool, base string) string {
+	for n := 1; ; n++ {
+		name := base
+		if n > 1 {
+			s := fmt.Sprintf("-%d", n)
+			name = base[:min(len(base), 128-len(s))] + s
+		} else if len(name) > 128 {
+			name = name[:128]
+		}
+		if !taken[name] {
+			return name
+		}
+	}
+}
+
+// runSnapshot creates the snapshot a job describes and records how it ended.
+func (f *FS) runSnapshot(volume string, j *job) {
+	defer f.wg.Done()
+	s, err := f.m.CreateSnapshot(f.ctx, volume, chain.CreateOptions{Name: j.name, Progress: j.progress})
+	if err != nil {
+		f.log.Printf("snapshot %s of volume %s failed: %v", j.name, volume, err)
+	} else {
+		f.log.Printf("snapshot %s of volume %s done in %s", s.Ref(), volume, time.Since(j.start).Round(time.Millisecond))
+	}
+	f.jobs.finish(volume, j, err)
+}

@@ -1,0 +1,140 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// named is one entry of a directory: its name and the node it names.
+type named struct {
+	name string
+	node node
+}
+
+// lister gives a directory its entries, from the Manager, every time it is asked.
+type lister interface {
+	// key identifies the directory: two directory nodes with the same key are the same directory.
+	key() string
+	// list returns every entry.
+	list(ctx context.Context, f *FS) ([]named, error)
+	// find returns the entry called name.
+	find(ctx context.Context, f *FS, name string) (node, error)
+}
+
+// dirNode is a directory whose entries come from its lister.
+type dirNode struct {
+	gofs.Inode
+	readOnly
+	fsys *FS
+	src  lister
+}
+
+var (
+	_ gofs.NodeLookuper       = (*dirNode)(nil)
+	_ gofs.NodeOpendirHandler = (*dirNode)(nil)
+	_ gofs.NodeGetattrer      = (*dirNode)(nil)
+	_ gofs.NodeUnlinker       = (*dirNode)(nil)
+	_ gofs.NodeCreater        = (*dirNode)(nil)
+)
+
+func (f *FS) newDir(src lister) *dirNode { return &dirNode{fsys: f, src: src} }
+
+func (d *dirNode) stable() gofs.StableAttr { return gofs.StableAttr{Mode: syscall.S_IFDIR} }
+
+func (d *dirNode) sameAs(other node) bool {
+	o, ok := other.(*dirNode)
+	return ok && o.src.key() == d.src.key()
+}
+
+func (d *dirNode) fill(_ context.Context, out *fuse.Attr) syscall.Errno {
+	d.fsys.setAttr(out, syscall.S_IFDIR|0o555, 0, d.fsys.started)
+	out.Blocks = 0
+	return 0
+}
+
+func (d *dirNode) timeouts() (time.Duration, time.Duration) { return dirTimeout, dirTimeout }
+
+// Getattr describes the directory.
+func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return getattr(ctx, d, out)
+}
+
+// Lookup finds one entry, asking the Manager.
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n, err := d.src.find(ctx, d.fsys, name)
+	if err != nil {
+		return nil, d.fsys.errno("lookup "+d.src.key()+"/"+name, err)
+	}
+	return attach(ctx, d.EmbeddedInode(), name, n, out)
+}
+
+// OpendirHandle starts a listing; the entries are read from the Manager once per listing.
+func (d *dirNode) OpendirHandle(context.Context, uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{d: d}, 0, 0
+}
+
+// dirHandle is one listing of a directory. It also answers the lookups READDIRPLUS makes for the
+// entries it lists, from the same listing, so that a long listing asks the Manager once.
+type dirHandle struct {
+	d       *dirNode
+	entries []named
+	listed  bool
+	next    int
+}
+
+var (
+	_ gofs.FileReaddirenter = (*dirHandle)(nil)
+	_ gofs.FileLookuper     = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
+)
+
+func (h *dirHandle) load(ctx context.Context) syscall.Errno {
+	entries, err := h.d.src.list(ctx, h.d.fsys)
+	if err != nil {
+		return h.d.fsys.errno("list "+h.d.src.key(), err)
+	}
+	h.entries, h.listed, h.next = entries, true, 0
+	return 0
+}
+
+// Readdirent returns the next entry.
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if !h.listed {
+		if errno := h.load(ctx); errno != 0 {
+			return nil, errno
+		}
+	}
+	if h.next >= len(h.entries) {
+		return nil, 0
+	}
+	e := h.entries[h.next]
+	h.next++
+	st := e.node.stable()
+	return &fuse.DirEntry{Name: e.name, Mode: st.Mode, Ino: st.Ino, Off: uint64(h.next)}, 0
+}
+
+// Seekdir moves to an offset Readdirent returned; 0 lists the directory afresh.
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 {
+		return h.load(ctx)
+	}
+	if off > uint64(len(h.entries)) {
+		return syscall.EINVAL
+	}
+	h.next = int(off)
+	return 0
+}
+
+// Lookup answers READDIRPLUS's lookup of an entry just listed.
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	for i := h.next - 1; i >= 0; i-- {
+		if h.entries[i].name == name {
+			return attach(ctx, h.d.EmbeddedInode(), name, h.entries[i].node, out)
+		}
+	}
+	return h.d.Lookup(ctx, name, out)
+}

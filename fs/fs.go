@@ -1,0 +1,122 @@
+// Package fs serves a snapfs store as a FUSE file system:
+//
+//	volumes/VOLUME/ctl        write "snapshot [NAME]\n" to start a snapshot of VOLUME
+//	volumes/VOLUME/status     "idle", "creating NAME 37% 380/1024 MiB 910 MiB/s", "done NAME" or "failed NAME: reason"
+//	volumes/VOLUME/info       "key: value" lines describing the volume
+//	chains/CHAIN/info         "key: value" lines describing the chain
+//	chains/CHAIN/NAME.img     one read-only image per complete snapshot
+//
+// It only translates FUSE requests into calls on a chain.Manager; directories are listed from the
+// Manager on every request, so new volumes, chains and snapshots show up without a remount.
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/snapfs/snapfs/chain"
+)
+
+// Cache lifetimes the kernel is told. Images never change, so their names and attributes are cached
+// long; everything else is asked for again (almost) every time.
+const (
+	imageTimeout = time.Hour
+	dirTimeout   = time.Second
+	fileTimeout  = 0
+)
+
+// Options tune a file system.
+type Options struct {
+	// Logger receives errors that cannot be reported to the caller of a file operation (nil: discard).
+	Logger *log.Logger
+	// UID and GID own every file (default: the process's effective ids).
+	UID, GID uint32
+}
+
+// FS is a store seen as a FUSE file system. Create it with New, mount it with Mount and Close it
+// after unmounting.
+type FS struct {
+	m       *chain.Manager
+	log     *log.Logger
+	uid     uint32
+	gid     uint32
+	started time.Time
+
+	ctx    context.Context // parent of snapshot jobs; cancelled by Close
+	cancel context.CancelFunc
+	jobs   *jobs
+	wg     sync.WaitGroup
+
+	root *dirNode
+}
+
+// New makes a file system over the store m. The caller keeps ownership of m and closes it after
+// FS.Close.
+func New(m *chain.Manager, opts Options) *FS {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &FS{m: m, log: opts.Logger, uid: opts.UID, gid: opts.GID, started: time.Now(),
+		ctx: ctx, cancel: cancel, jobs: newJobs()}
+	if f.log == nil {
+		f.log = log.New(io.Discard, "", 0)
+	}
+	if f.uid == 0 && f.gid == 0 {
+		f.uid, f.gid = uint32(os.Geteuid()), uint32(os.Getegid())
+	}
+	f.root = f.newDir(rootDir{})
+	return f
+}
+
+// Root is the node to mount.
+func (f *FS) Root() gofs.InodeEmbedder { return f.root }
+
+// Close cancels the snapshots still being created (the engine rolls them back) and waits for them.
+func (f *FS) Close() error {
+	f.cancel()
+	f.wg.Wait()
+	return nil
+}
+
+// Wait waits until no snapshot started through a ctl file is running.
+func (f *FS) Wait() { f.wg.Wait() }
+
+// errno maps an engine error to the errno a file operation returns, logging the unexpected ones.
+func (f *FS) errno(op string, err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, chain.ErrNotFound):
+		return syscall.ENOENT
+	case errors.Is(err, chain.ErrInvalid):
+		return syscall.EINVAL
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	}
+	f.log.Printf("%s: %v", op, err)
+	return syscall.EIO
+}
+
+// SnapshotDeleted makes the kernel forget the image of a snapshot deleted while mounted, which it
+// would otherwise keep finding for up to an hour. It returns at once: the kernel is told from
+// another goroutine, since telling it from inside a file operation would deadlock. Files already
+// open on the image go on reading it.
+func (f *FS) SnapshotDeleted(chainName, name string) {
+	go func() {
+		chains := f.root.GetChild("chains")
+		if chains == nil {
+			return
+		}
+		if c := chains.GetChild(chainName); c != nil {
+			if errno := c.NotifyEntry(name + imageSuffix); errno != 0 && errno != syscall.ENOENT {
+				f.log.Printf("forget %s/%s%s: %v", chainName, name, imageSuffix, errno)
+			}
+		}
+	}()
+}

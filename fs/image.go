@@ -1,0 +1,229 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/snapfs/snapfs/chain"
+)
+
+// imageInoBase puts image inode numbers (base + snapshot id) apart from the ones go-fuse hands out.
+const imageInoBase = 1 << 48
+
+// Extended attributes of an image.
+const (
+	xattrID          = "user.snapfs.id"
+	xattrCreated     = "user.snapfs.created"
+	xattrUniqueBytes = "user.snapfs.unique_bytes"
+	xattrParent      = "user.snapfs.parent"
+)
+
+// imageXattrList is what listxattr returns for an image.
+const imageXattrList = xattrID + "\x00" + xattrCreated + "\x00" + xattrUniqueBytes + "\x00" + xattrParent + "\x00"
+
+// imageNode is chains/CHAIN/NAME.img: a complete snapshot, read-only. All opens of one image share
+// one chain.Image, opened on the first open and closed on the last release; while it is open the
+// engine keeps the snapshot's data even if the snapshot is deleted.
+type imageNode struct {
+	gofs.Inode
+	readOnly
+	fsys *FS
+	snap chain.Snapshot
+
+	mu   sync.Mutex
+	im   *chain.Image
+	refs int
+}
+
+var (
+	_ gofs.NodeOpener      = (*imageNode)(nil)
+	_ gofs.NodeGetattrer   = (*imageNode)(nil)
+	_ gofs.NodeGetxattrer  = (*imageNode)(nil)
+	_ gofs.NodeListxattrer = (*imageNode)(nil)
+)
+
+func (f *FS) newImage(s chain.Snapshot) *imageNode { return &imageNode{fsys: f, snap: s} }
+
+func (n *imageNode) stable() gofs.StableAttr {
+	return gofs.StableAttr{Mode: syscall.S_IFREG, Ino: imageInoBase + uint64(n.snap.ID),
+		Gen: uint64(n.snap.Created.UnixNano())}
+}
+
+func (n *imageNode) sameAs(other node) bool {
+	o, ok := other.(*imageNode)
+	return ok && o.snap.ID == n.snap.ID && o.snap.Created.Equal(n.snap.Created)
+}
+
+func (n *imageNode) fill(_ context.Context, out *fuse.Attr) syscall.Errno {
+	n.fsys.setAttr(out, syscall.S_IFREG|0o444, n.snap.Size, n.snap.Created)
+	return 0
+}
+
+func (n *imageNode) timeouts() (time.Duration, time.Duration) { return imageTimeout, imageTimeout }
+
+// ref names the snapshot by id, so that a snapshot deleted and made again under the same name is not
+// mistaken for this one.
+func (n *imageNode) ref() string { return strconv.FormatInt(n.snap.ID, 10) }
+
+// Getattr describes the image: its size is the disk's at the snapshot, its times the snapshot's.
+func (n *imageNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return getattr(ctx, n, out)
+}
+
+// Open opens the image for reading; the kernel may keep its pages cached across opens.
+func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	im, err := n.acquire(ctx)
+	if err != nil {
+		return nil, 0, n.fsys.errno("open "+n.snap.Ref(), err)
+	}
+	return &imageHandle{n: n, im: im}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// acquire returns the node's open image, opening it if it is not yet.
+func (n *imageNode) acquire(ctx context.Context) (*chain.Image, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.im == nil {
+		im, err := n.fsys.m.OpenImage(ctx, n.ref())
+		if err != nil {
+			return nil, fmt.Errorf("open image %s: %w", n.snap.Ref(), err)
+		}
+		if info := im.Info(); !info.Created.Equal(n.snap.Created) {
+			im.Close()
+			return nil, fmt.Errorf("open image %s: %w (replaced by another snapshot)", n.snap.Ref(), chain.ErrNotFound)
+		}
+		n.im = im
+	}
+	n.refs++
+	return n.im, nil
+}
+
+// release drops one open of the image, closing it after the last.
+func (n *imageNode) release() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.refs--
+	if n.refs > 0 || n.im == nil {
+		return nil
+	}
+	im := n.im
+	n.im = nil
+	if err := im.Close(); err != nil {
+		return fmt.Errorf("close image %s: %w", n.snap.Ref(), err)
+	}
+	return nil
+}
+
+// Getxattr returns one of the image's user.snapfs.* attributes.
+func (n *imageNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, ok := n.xattr(ctx, attr)
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	return copyOut(dest, v)
+}
+
+// Listxattr lists the image's attributes.
+func (n *imageNode) Listxattr(_ context.Context, dest []byte) (uint32, syscall.Errno) {
+	return copyOut(dest, imageXattrList)
+}
+
+// xattr is the value of attribute name. unique_bytes changes as neighbours are deleted, so it is
+// asked for afresh.
+func (n *imageNode) xattr(ctx context.Context, name string) (string, bool) {
+	s := n.snap
+	switch name {
+	case xattrID:
+		return strconv.FormatInt(s.ID, 10), true
+	case xattrCreated:
+		return s.Created.UTC().Format(time.RFC3339), true
+	case xattrParent:
+		return strconv.FormatInt(s.Parent, 10), true
+	case xattrUniqueBytes:
+		if fresh, err := n.fsys.m.Snapshot(ctx, n.ref()); err == nil && fresh.Created.Equal(s.Created) {
+			s = fresh
+		}
+		return strconv.FormatInt(s.UniqueBytes, 10), true
+	}
+	return "", false
+}
+
+// copyOut answers a getxattr or listxattr: the size when dest is empty, ERANGE when it is too small.
+func copyOut(dest []byte, v string) (uint32, syscall.Errno) {
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// imageHandle is one open of an image. Reads go to the shared chain.Image in parallel.
+type imageHandle struct {
+	n  *imageNode
+	im *chain.Image
+}
+
+var (
+	_ gofs.FileReader   = (*imageHandle)(nil)
+	_ gofs.FileLseeker  = (*imageHandle)(nil)
+	_ gofs.FileReleaser = (*imageHandle)(nil)
+)
+
+// Read reads from the image; a read at or past the end returns short.
+func (h *imageHandle) Read(_ context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	size := h.im.Size()
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	dest = dest[:min(int64(len(dest)), size-off)]
+	n, err := h.im.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.n.fsys.errno("read "+h.n.snap.Ref(), err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the image's chunk map, so that sparse copies skip holes.
+func (h *imageHandle) Lseek(_ context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	size := h.im.Size()
+	if off >= uint64(size) {
+		return 0, syscall.ENXIO
+	}
+	switch whence {
+	case unix.SEEK_DATA:
+		pos, ok := h.im.SeekData(int64(off))
+		if !ok {
+			return 0, syscall.ENXIO
+		}
+		return uint64(pos), 0
+	case unix.SEEK_HOLE:
+		return uint64(h.im.SeekHole(int64(off))), 0
+	}
+	return 0, syscall.EINVAL
+}
+
+// Release drops the open.
+func (h *imageHandle) Release(context.Context) syscall.Errno {
+	if err := h.n.release(); err != nil {
+		h.n.fsys.log.Print(err)
+	}
+	return 0
+}
