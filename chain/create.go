@@ -50,6 +50,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 	if err := m.discardAbandoned(ctx); err != nil {
 		return Snapshot{}, err
 	}
+	m.st.EnsureReserve()
 	var vol store.Volume
 	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
 		vol, err = tx.VolumeByName(volume)
@@ -486,8 +487,17 @@ func (m *Manager) discardAbandoned(ctx context.Context) error {
 }
 
 // discardSnapshot removes a snapshot that never became ready, with whatever it stored, and a chain
-// that it would leave without any snapshot.
+// that it would leave without any snapshot. On a full filesystem it gives up the store's reserve to
+// make room for the transaction that frees the space.
 func (m *Manager) discardSnapshot(ctx context.Context, id int64) error {
+	err := m.discardOnce(ctx, id)
+	if err != nil && store.IsFull(err) && m.st.ReleaseReserve() {
+		err = m.discardOnce(ctx, id)
+	}
+	return err
+}
+
+func (m *Manager) discardOnce(ctx context.Context, id int64) error {
 	return m.st.Update(ctx, func(tx *store.Tx) error {
 		s, err := tx.SnapshotByID(id)
 		if errors.Is(err, ErrNotFound) {

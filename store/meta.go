@@ -17,7 +17,7 @@ type Tx struct {
 	s        *Store
 	ctx      context.Context
 	readOnly bool
-	appended bool
+	appended []Extent // records this transaction appended: garbage if it does not commit
 	freed    []Extent
 }
 
@@ -141,7 +141,7 @@ func (t *Tx) PutChunk(h Hash, rawSize int, rec []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	t.appended = true
+	t.appended = append(t.appended, Extent{Pack: pack, Offset: off, Len: int64(len(rec))})
 	if _, err := t.exec(`INSERT INTO packs(id, size, live_bytes) VALUES (?, 0, 0) ON CONFLICT DO NOTHING`, pack); err != nil {
 		return 0, fmt.Errorf("register pack %d: %w", pack, err)
 	}

@@ -176,17 +176,22 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	tx := &Tx{tx: sqlTx, s: s, ctx: ctx}
-	if err := fn(tx); err != nil {
-		sqlTx.Rollback()
-		return err
-	}
-	if tx.appended {
-		if err := s.chunks.Sync(); err != nil {
-			sqlTx.Rollback()
-			return fmt.Errorf("sync packs: %w", err)
+	err = fn(tx)
+	if err == nil && len(tx.appended) > 0 {
+		if err = s.chunks.Sync(); err != nil {
+			err = fmt.Errorf("sync packs: %w", err)
 		}
 	}
+	if err != nil {
+		sqlTx.Rollback()
+		// Records no committed row references are garbage: give their space back now.
+		s.chunks.Free(context.WithoutCancel(ctx), tx.appended)
+		return err
+	}
 	if err := sqlTx.Commit(); err != nil {
+		// Whether a failed COMMIT left anything committed is for the database to say: punch only
+		// records that no committed row covers.
+		s.chunks.Free(context.WithoutCancel(ctx), s.uncommitted(tx.appended))
 		return fmt.Errorf("commit: %w", err)
 	}
 	// Punching only after the commit: a crash before it leaves the records referenced and intact.
@@ -196,6 +201,22 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		}
 	}
 	return nil
+}
+
+// uncommitted returns the extents that no committed chunk row covers; on doubt, none.
+func (s *Store) uncommitted(exts []Extent) []Extent {
+	var out []Extent
+	for _, e := range exts {
+		var used bool
+		err := s.rdb.QueryRow(`SELECT EXISTS (SELECT 1 FROM chunks WHERE pack_id = ? AND offset = ?)`, e.Pack, e.Offset).Scan(&used)
+		if err != nil {
+			return nil
+		}
+		if !used {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // View runs fn in a read transaction, which sees one consistent state of the metadata.

@@ -1,0 +1,168 @@
+package chain
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// requireRoot skips a test that needs root, loop devices or mounts; under CI=true it fails instead,
+// since CI runs as root and a skipped end-to-end test would hide a regression.
+func requireRoot(t *testing.T, tools ...string) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root"
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			why = "needs " + tool
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true: end-to-end tests must run)", why)
+	}
+	t.Skip(why)
+}
+
+func sh(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestSnapshotBlockDeviceFrozen snapshots a loop block device (read with O_DIRECT) while the ext4
+// filesystem on it is mounted and frozen, and checks the filesystem is thawed after success and after
+// a failure.
+func TestSnapshotBlockDeviceFrozen(t *testing.T) {
+	requireRoot(t, "losetup", "mkfs.ext4", "mount")
+	ctx := context.Background()
+	e := newEnv(t, 32<<20)
+	sh(t, "mkfs.ext4", "-q", "-F", e.disk)
+	loop := sh(t, "losetup", "-f", "--show", e.disk)
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	mnt := filepath.Join(e.dir, "mnt")
+	os.Mkdir(mnt, 0o700)
+	sh(t, "mount", loop, mnt)
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(mnt, "f"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.AddVolume(ctx, VolumeSpec{Name: "dev", Source: loop}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.m.CreateSnapshot(ctx, "dev", CreateOptions{Freeze: mnt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Thawed: a write must go through.
+	if err := os.WriteFile(filepath.Join(mnt, "g"), []byte("after"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The snapshot holds what was persisted: the frozen filesystem was flushed, so the image,
+	// mounted, has the file.
+	img := filepath.Join(e.dir, "snap.img")
+	if _, err := e.m.Clone(ctx, s.Ref(), CloneOptions{To: img}); err != nil {
+		t.Fatal(err)
+	}
+	mnt2 := filepath.Join(e.dir, "mnt2")
+	os.Mkdir(mnt2, 0o700)
+	sh(t, "mount", "-o", "ro,loop,noload", img, mnt2)
+	got, err := os.ReadFile(filepath.Join(mnt2, "f"))
+	exec.Command("umount", mnt2).Run()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("file in the snapshot differs (err %v)", err)
+	}
+	// A failing snapshot (cancelled) still thaws.
+	cctx, cancel := context.WithCancel(ctx)
+	_, err = e.m.CreateSnapshot(cctx, "dev", CreateOptions{Freeze: mnt, Progress: func(done, total int64) { cancel() }})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled snapshot: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "h"), []byte("after failure"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if ss, _ := e.m.Snapshots(ctx, "dev"); len(ss) != 1 {
+		t.Fatalf("after a cancelled snapshot: %d snapshots, want 1", len(ss))
+	}
+}
+
+// TestStoreFull fills the filesystem under the store during a snapshot: the snapshot fails with a
+// clear error, earlier snapshots are intact, and the next snapshot after space is freed succeeds.
+func TestStoreFull(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	storeDir := filepath.Join(dir, "store")
+	os.Mkdir(storeDir, 0o700)
+	if err := unix.Mount("tmpfs", storeDir, "tmpfs", 0, "size=12m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(storeDir, unix.MNT_DETACH) })
+	m, err := Open(ctx, storeDir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	disk := filepath.Join(dir, "disk.img")
+	small := make([]byte, 4<<20)
+	rand.Read(small)
+	os.WriteFile(disk, small, 0o600)
+	m.AddVolume(ctx, VolumeSpec{Name: "v", Source: disk})
+	first, err := m.CreateSnapshot(ctx, "v", CreateOptions{Name: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 16<<20)
+	rand.Read(big)
+	os.WriteFile(disk, big, 0o600)
+	_, err = m.CreateSnapshot(ctx, "v", CreateOptions{Name: "big"})
+	if err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("snapshot on a full store: %v, want a no-space error", err)
+	}
+	if ss, _ := m.Snapshots(ctx, "v"); len(ss) != 1 || ss[0].Name != "first" {
+		t.Fatalf("after the failure: %+v", ss)
+	}
+	if got := readImage(t, m, first.Ref()); !bytes.Equal(got, small) {
+		t.Fatal("first snapshot changed")
+	}
+	// Free space: the disk shrinks back to something that fits.
+	// Space comes back when the disk shrinks to something that fits.
+	os.WriteFile(disk, big[:2<<20], 0o600)
+	if _, err := m.CreateSnapshot(ctx, "v", CreateOptions{Name: "fits"}); err != nil {
+		t.Fatalf("snapshot after space was freed: %v", err)
+	}
+	if rep, err := m.Verify(ctx, nil, nil); err != nil || len(rep.Faults) > 0 {
+		t.Fatalf("verify: %v %+v", err, rep.Faults)
+	}
+}
+
+func readImage(t *testing.T, m *Manager, ref string) []byte {
+	t.Helper()
+	im, err := m.OpenImage(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	buf := make([]byte, im.Size())
+	if _, err := im.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	return buf
+}

@@ -1,0 +1,58 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+
+	"github.com/mattn/go-sqlite3"
+	"golang.org/x/sys/unix"
+)
+
+// Undoing work needs a little space too (SQLite journals a delete before it frees anything), so a
+// writer keeps a reserve file of preallocated blocks that it gives up when the filesystem is full,
+// to let a failed snapshot roll itself back, and takes again when space is there.
+
+func (s *Store) reservePath() string { return filepath.Join(s.dir, "reserve") }
+
+// reserveSize is 1% of the store's filesystem, from 1 MiB to 64 MiB.
+func (s *Store) reserveSize() int64 {
+	var fs unix.Statfs_t
+	if unix.Statfs(s.dir, &fs) != nil {
+		return 1 << 20
+	}
+	return min(max(int64(fs.Blocks)*int64(fs.Bsize)/100, 1<<20), 64<<20)
+}
+
+// EnsureReserve allocates the reserve file if it is missing; without space it quietly does nothing.
+func (s *Store) EnsureReserve() {
+	if s.readOnly {
+		return
+	}
+	if _, err := os.Stat(s.reservePath()); err == nil {
+		return
+	}
+	f, err := os.OpenFile(s.reservePath(), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if unix.Fallocate(int(f.Fd()), 0, 0, s.reserveSize()) != nil {
+		f.Close()
+		os.Remove(s.reservePath())
+	}
+}
+
+// ReleaseReserve frees the reserve file's space and reports whether there was any to free.
+func (s *Store) ReleaseReserve() bool {
+	return os.Remove(s.reservePath()) == nil
+}
+
+// IsFull reports whether err comes from a full filesystem, in a pack write or in SQLite.
+func IsFull(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) && se.Code == sqlite3.ErrFull {
+		return true
+	}
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
+}
