@@ -1,4 +1,110 @@
-// Command snapfs manages disk snapshot chains and serves them through FUSE.
+// Command snapfs keeps incremental, deduplicated snapshot chains of disks (block devices or image
+// files) and serves them through FUSE.
+//
+// This file wires the command tree together; each command group lives in its own file, and every
+// command that changes the store goes through runWriterOp (ops.go).
 package main
 
-func main() {}
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	// SIGINT and SIGTERM cancel the context long operations run under, so that they clean up (thaw a
+	// frozen filesystem, roll back a half-made snapshot) before the process exits.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs one command line and returns the process's exit code: 0 on success, 1 on failure and 2 on
+// a usage error. Errors are printed as a single "snapfs: <what>: <why>" line on stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, reorderArgs(app, args))
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "snapfs: %s\n", oneLine(err.Error()))
+	return exitCode(err)
+}
+
+// newApp builds the command tree. Output goes to stdout and stderr; nothing is printed or exits
+// behind run's back.
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:  "snapfs",
+		Usage: "incremental, deduplicated snapshot chains of disks",
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name:    "store",
+				Usage:   "store directory (default /var/lib/snapfs for root, else $XDG_DATA_HOME/snapfs)",
+				EnvVars: []string{"SNAPFS_STORE"},
+			},
+		},
+		Commands: append([]*cli.Command{
+			initCommand(),
+			volumeCommand(),
+			snapshotCommand(),
+			chainCommand(),
+			restoreCommand(),
+			cloneCommand(),
+			verifyCommand(),
+			gcCommand(),
+		}, mountCommands()...),
+		Action:         groupAction,
+		OnUsageError:   onUsageError,
+		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code
+		HideVersion:    true,
+		Writer:         stdout,
+		ErrWriter:      stderr,
+	}
+	for _, c := range app.Commands {
+		prepareCommand(c)
+	}
+	return app
+}
+
+// prepareCommand gives every command in the tree the same usage-error handling, and every command
+// group an action that rejects unknown subcommands.
+func prepareCommand(c *cli.Command) {
+	if c.OnUsageError == nil {
+		c.OnUsageError = onUsageError
+	}
+	if len(c.Subcommands) > 0 && c.Action == nil {
+		c.Action = groupAction
+	}
+	for _, sub := range c.Subcommands {
+		prepareCommand(sub)
+	}
+}
+
+// exitCode maps an error to the process's exit code.
+func exitCode(err error) int {
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	// urfave/cli's own exit errors (e.g. "No help topic for 'x'") are all about the command line.
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		return 2
+	}
+	return 1
+}
+
+// oneLine folds a multi-line message onto one line.
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	return strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", "; ").Replace(s)
+}
