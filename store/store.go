@@ -119,6 +119,11 @@ func (s *Store) openDB(ctx context.Context, opts Options) error {
 		}
 		return nil
 	}
+	// The store holds whole disks: only its owner may read it.
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Chmod(filepath.Join(s.dir, "meta.db"+suffix), 0o600)
+	}
+	os.Chmod(s.dir, 0o700)
 	if err := migrate(ctx, db); err != nil {
 		return err
 	}
