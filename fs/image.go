@@ -194,11 +194,55 @@ func (h *imageHandle) Read(_ context.Context, dest []byte, off int64) (fuse.Read
 		return fuse.ReadResultData(nil), 0
 	}
 	dest = dest[:min(int64(len(dest)), size-off)]
-	n, err := h.im.ReadAt(dest, off)
-	if err != nil && !errors.Is(err, io.EOF) {
+	if err := readParallel(h.im, dest, off); err != nil {
 		return nil, h.n.fsys.errno("read "+h.n.snap.Ref(), err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return fuse.ReadResultData(dest), 0
+}
+
+// Reads larger than one piece are split in up to maxPieces chunk-aligned pieces read at once: the
+// engine reads the chunks of one ReadAt one after another, and a cold read waits on the disk for
+// each.
+const (
+	minPiece  = 128 << 10
+	maxPieces = 8
+)
+
+// readParallel fills p, which lies within the image, from off.
+func readParallel(im *chain.Image, p []byte, off int64) error {
+	piece := max(im.ChunkSize(), minPiece, (int64(len(p))+maxPieces-1)/maxPieces)
+	if int64(len(p)) <= piece {
+		return readFull(im, p, off)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, maxPieces+1)
+	for start := int64(0); start < int64(len(p)); {
+		// Pieces end on chunk boundaries of the image, so no chunk is decoded twice.
+		end := min(int64(len(p)), (off+start+piece)/im.ChunkSize()*im.ChunkSize()-off)
+		if end <= start {
+			end = min(int64(len(p)), start+piece)
+		}
+		wg.Add(1)
+		go func(q []byte, at int64) {
+			defer wg.Done()
+			if err := readFull(im, q, at); err != nil {
+				errs <- err
+			}
+		}(p[start:end], off+start)
+		start = end
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// readFull fills p from off, which the caller keeps within the image.
+func readFull(im *chain.Image, p []byte, off int64) error {
+	n, err := im.ReadAt(p, off)
+	if n == len(p) && errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return err
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the image's chunk map, so that sparse copies skip holes.
