@@ -21,6 +21,7 @@ const (
 // TestLifecycle walks a volume through the whole command set: init, add, snapshots, listings, delete,
 // restore, clone, verify, gc and volume rm.
 func TestLifecycle(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 
 	// A store that does not exist lists as empty.
@@ -253,6 +254,7 @@ func newFixture(t *testing.T) fixture {
 
 // TestUsageErrors checks that command-line mistakes exit 2 with one "snapfs: " line, and change nothing.
 func TestUsageErrors(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	before := f.state()
 	img := f.img
@@ -294,6 +296,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"gc", "x"}, "gc: unexpected argument x"},
 		{[]string{"init", "x"}, "init: unexpected argument x"},
 		{[]string{"help", "bogus"}, "bogus"},
+		{[]string{"volume", "ls", "--store"}, "flag needs an argument: -store"},
 	} {
 		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
 			f.fails(2, tc.want, tc.args...)
@@ -310,6 +313,7 @@ func TestUsageErrors(t *testing.T) {
 // TestBadInput checks that failures exit 1 with one "snapfs: " line that says what and why, and
 // change nothing.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	img2 := f.path("other.img")
 	makeImage(t, img2, 1<<20)
@@ -403,6 +407,7 @@ func TestBadInput(t *testing.T) {
 
 // TestErrorMessageForms pins the exact error lines scripts may match.
 func TestErrorMessageForms(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for _, tc := range []struct {
 		args []string
@@ -421,6 +426,7 @@ func TestErrorMessageForms(t *testing.T) {
 // TestUnreadableSource: root reads any file whatever its mode, so an unreadable source cannot be
 // made here; a socket, which cannot be opened as a disk at all, stands in for it.
 func TestUnreadableSource(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	sock := f.path("sock")
 	l, err := listenUnix(sock)
@@ -446,6 +452,7 @@ func TestUnreadableSource(t *testing.T) {
 // TestRestoreReadOnlyTarget: root may write any file whatever its mode, so the target is made
 // immutable with chattr +i.
 func TestRestoreReadOnlyTarget(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	target := f.path("ro.img")
 	makeImage(t, target, 1<<20)
@@ -466,6 +473,7 @@ func TestRestoreReadOnlyTarget(t *testing.T) {
 
 // TestRestoreTargetInUse: an image attached to a loop device is refused without --force.
 func TestRestoreTargetInUse(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("attaching a loop device needs root")
 	}
@@ -488,6 +496,7 @@ func TestRestoreTargetInUse(t *testing.T) {
 
 // TestDeleteAllOrNothing: one bad reference among several deletes nothing; good ones all go.
 func TestDeleteAllOrNothing(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.ok("snapshot", "create", "v1", "--name", "c")
 	before := f.state()
@@ -509,6 +518,7 @@ func TestDeleteAllOrNothing(t *testing.T) {
 // TestLockedStore: while another process holds the writer lock, changes fail with a clear message and
 // listings still work.
 func TestLockedStore(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	before := f.state()
 	m, err := chain.Open(t.Context(), f.store, chain.Options{})
@@ -533,6 +543,7 @@ func TestLockedStore(t *testing.T) {
 
 // TestSystemVolume: snapshot create --instance snapshots the instance's system disk.
 func TestSystemVolume(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	img := e.path("root.img")
 	makeImage(t, img, 1<<20)
@@ -552,6 +563,7 @@ func TestSystemVolume(t *testing.T) {
 
 // TestEmptyStoreListings: listings of a store that does not exist print empty results.
 func TestEmptyStoreListings(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, args := range [][]string{
 		{"volume", "ls", "--json"}, {"snapshot", "ls", "--json"}, {"chain", "ls", "--json"},
@@ -579,6 +591,7 @@ func TestEmptyStoreListings(t *testing.T) {
 
 // TestStoreLocation: --store, then $SNAPFS_STORE.
 func TestStoreLocation(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	storeA, storeB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	cmd := func(env string, args ...string) result {
@@ -602,6 +615,7 @@ func TestStoreLocation(t *testing.T) {
 
 // TestArgsAfterDoubleDash: arguments after -- are positional even when they look like flags.
 func TestArgsAfterDoubleDash(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	img := e.path("d.img")
 	makeImage(t, img, 1<<20)
@@ -629,6 +643,9 @@ func TestReorderArgs(t *testing.T) {
 		{"snapfs volume add x --bogus y", "snapfs volume add --bogus -- x y"},
 		{"snapfs snapshot create v1 --name", "snapfs snapshot create --name"},
 		{"snapfs snapshot create v1 --json --name", "snapfs snapshot create --json --name"},
+		{"snapfs volume ls --store", "snapfs --store"},
+		{"snapfs --store", "snapfs --store"},
+		{"snapfs volume add x --source /s -- --kind y", "snapfs volume add --source /s -- x --kind y"},
 	} {
 		got := strings.Join(reorderArgs(app, strings.Fields(tc.in)), " ")
 		if got != tc.want {
@@ -674,6 +691,29 @@ func TestHelp(t *testing.T) {
 		r := runBin(t, args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "USAGE") {
 			t.Errorf("snapfs %v: %s", args, r)
+		}
+	}
+}
+
+// TestVerifyFindsDamage: verify exits 1 when stored data is damaged and names the snapshots hit.
+func TestVerifyFindsDamage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.ok("verify")
+	packs, err := filepath.Glob(filepath.Join(f.store, "packs", "*.pack"))
+	if err != nil || len(packs) == 0 {
+		t.Skipf("no pack files to damage in %s (%v)", f.store, err)
+	}
+	fi, err := os.Stat(packs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	scribble(t, packs[0], fi.Size()/2, 4096)
+	for _, args := range [][]string{{"verify"}, {"verify", "v1/a"}} {
+		r := f.run(args...)
+		checkFailure(t, r, 1, "fault", args)
+		if !strings.Contains(r.stdout, "v1/a") || !strings.Contains(r.stdout, "v1/b") {
+			t.Errorf("snapfs %v does not name the damaged snapshots:\n%s", args, r.stdout)
 		}
 	}
 }

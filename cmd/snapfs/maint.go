@@ -50,14 +50,21 @@ func verify(cCtx *cli.Context) error {
 	if len(rep.Faults) == 0 {
 		return nil
 	}
-	t := newTable(w, "CHUNK", "HASH", "PROBLEM", "SNAPSHOTS")
 	for _, f := range rep.Faults {
-		t.row(idOrDash(f.Chunk), orDash(f.Hash), f.Problem, orDash(strings.Join(f.Snapshots, ",")))
+		problem := f.Problem
+		if f.Chunk != 0 && !strings.Contains(problem, fmt.Sprint(f.Chunk)) {
+			problem = fmt.Sprintf("chunk %d (%s): %s", f.Chunk, f.Hash, problem)
+		}
+		fmt.Fprintf(w, "fault: %s\n", problem)
+		if len(f.Snapshots) > 0 {
+			fmt.Fprintf(w, "  snapshots hit: %s\n", strings.Join(f.Snapshots, " "))
+		}
 	}
-	if err := t.flush(); err != nil {
-		return err
+	noun := "faults"
+	if len(rep.Faults) == 1 {
+		noun = "fault"
 	}
-	return fmt.Errorf("%s: %d faults: %w", what, len(rep.Faults), chain.ErrCorrupt)
+	return fmt.Errorf("%s: found %d %s", what, len(rep.Faults), noun)
 }
 
 // gc reclaims unreferenced space and says how much.

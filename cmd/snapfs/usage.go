@@ -97,20 +97,48 @@ func reorderArgs(app *cli.App, argv []string) []string {
 	if len(argv) < 2 {
 		return argv
 	}
-	out := []string{argv[0]}
-	var path []string
-	rest := argv[1:]
+	w := words{global: argv[:1:1]}
+	leaf, rest := w.command(app, argv[1:])
+	if leaf == nil {
+		return w.join(rest)
+	}
+	if !w.leafArgs(app.Flags, leaf.Flags, rest) {
+		// A flag lacks its value: it comes last, with nothing after it to take as the value, for
+		// parsing to report.
+		return w.join(nil)
+	}
+	if len(w.positional) > 0 {
+		w.positional = append([]string{"--"}, w.positional...)
+	}
+	return w.join(w.positional)
+}
+
+// words sorts the words of a command line for reorderArgs.
+type words struct {
+	global     []string // the program and global flags
+	path       []string // command names, with the flags of groups
+	flags      []string // the flags of the command run
+	positional []string // its positional arguments
+}
+
+func (w *words) join(tail []string) []string {
+	out := append(append(w.global, w.path...), w.flags...)
+	return append(out, tail...)
+}
+
+// command reads words up to the name of the command to run and returns it, nil when they do not name
+// one, and the words after it.
+func (w *words) command(app *cli.App, rest []string) (*cli.Command, []string) {
 	cmds := app.Commands
-	var leaf *cli.Command
-	for leaf == nil && len(rest) > 0 {
+	for len(rest) > 0 {
 		a := rest[0]
 		if isFlagArg(a) {
 			// Global flags go in front; a group's own flags (--help) stay where they are.
 			n := flagTokens(a, rest, app.Flags)
-			if len(path) == 0 || findFlag(app.Flags, flagName(a)) != nil {
-				out = append(out, rest[:n]...)
+			if len(w.path) == 0 || findFlag(app.Flags, flagName(a)) != nil {
+				w.global = append(w.global, rest[:n]...)
 			} else {
-				path = append(path, rest[:n]...)
+				w.path = append(w.path, rest[:n]...)
 			}
 			rest = rest[n:]
 			continue
@@ -119,45 +147,46 @@ func reorderArgs(app *cli.App, argv []string) []string {
 		if c == nil {
 			break
 		}
-		path = append(path, a)
+		w.path = append(w.path, a)
 		rest = rest[1:]
 		if len(c.Subcommands) == 0 {
-			leaf = c
+			return c, rest
 		}
 		cmds = c.Subcommands
 	}
-	if leaf == nil {
-		return append(append(out, path...), rest...)
-	}
-	var flags, positional []string
+	return nil, rest
+}
+
+// leafArgs sorts the words after the command's name into global flags, its flags and positional
+// arguments. It returns false, with the offending flag last, when a flag lacks its value.
+func (w *words) leafArgs(globalFlags, leafFlags []cli.Flag, rest []string) bool {
 	for len(rest) > 0 {
 		a := rest[0]
-		switch {
-		case a == "--":
-			positional = append(positional, rest[1:]...)
-			rest = nil
-		case !isFlagArg(a):
-			positional = append(positional, a)
-			rest = rest[1:]
-		case findFlag(leaf.Flags, flagName(a)) == nil && findFlag(app.Flags, flagName(a)) != nil:
-			n := flagTokens(a, rest, app.Flags)
-			out = append(out, rest[:n]...)
-			rest = rest[n:]
-		case len(rest) == 1 && takesValue(leaf.Flags, a):
-			// The flag lacks its value: leave it last, with nothing after it to take as the value,
-			// for parsing to report.
-			return append(append(append(out, path...), flags...), a)
-		default:
-			n := flagTokens(a, rest, leaf.Flags)
-			flags = append(flags, rest[:n]...)
-			rest = rest[n:]
+		if a == "--" {
+			w.positional = append(w.positional, rest[1:]...)
+			return true
 		}
+		if !isFlagArg(a) {
+			w.positional = append(w.positional, a)
+			rest = rest[1:]
+			continue
+		}
+		dst, flags := &w.flags, leafFlags
+		if findFlag(leafFlags, flagName(a)) == nil && findFlag(globalFlags, flagName(a)) != nil {
+			dst, flags = &w.global, globalFlags
+		}
+		if len(rest) == 1 && takesValue(flags, a) {
+			*dst = append(*dst, a)
+			if dst == &w.global {
+				w.path, w.flags = nil, nil
+			}
+			return false
+		}
+		n := flagTokens(a, rest, flags)
+		*dst = append(*dst, rest[:n]...)
+		rest = rest[n:]
 	}
-	out = append(append(out, path...), flags...)
-	if len(positional) > 0 {
-		out = append(append(out, "--"), positional...)
-	}
-	return out
+	return true
 }
 
 // isFlagArg reports whether a command-line word is a flag ("-x", "--xy", "--xy=v").
