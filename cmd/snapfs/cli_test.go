@@ -717,3 +717,32 @@ func TestVerifyFindsDamage(t *testing.T) {
 		}
 	}
 }
+
+// TestNoStore: commands other than init and volume add fail on a store that does not exist, and do
+// not create it.
+func TestNoStore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, args := range [][]string{
+		{"snapshot", "create", "v1"}, {"snapshot", "delete", "v1/a"}, {"volume", "rm", "v1"},
+		{"restore", "v1/a", "--to", e.path("r.img")}, {"clone", "v1/a", "--to", e.path("c.img")},
+		{"verify"}, {"gc"},
+	} {
+		e.fails(1, "no store here (run snapfs init)", args...)
+	}
+	if _, err := os.Stat(e.store); !os.IsNotExist(err) {
+		t.Errorf("a failed command created the store: %v", err)
+	}
+	for _, p := range []string{"r.img", "c.img"} {
+		if _, err := os.Stat(e.path(p)); !os.IsNotExist(err) {
+			t.Errorf("a failed command created %s", p)
+		}
+	}
+	// volume add is a first use: it creates the store.
+	img := e.path("d.img")
+	makeImage(t, img, 1<<20)
+	e.ok("volume", "add", "v1", "--source", img)
+	if r := okJSON[[]chain.Chain](e, "chain", "ls", "--json"); len(r) != 0 {
+		t.Errorf("chain ls: %+v", r)
+	}
+}

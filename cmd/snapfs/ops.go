@@ -18,6 +18,7 @@ import (
 	"fmt"
 
 	"github.com/snapfs/snapfs/chain"
+	"github.com/snapfs/snapfs/store"
 )
 
 // Operation kinds.
@@ -64,6 +65,11 @@ type deleted struct {
 // returns the op's result (see apply). progress, which must not be nil, sees long operations
 // advance.
 func runWriterOp(ctx context.Context, storeDir string, o op, progress chain.Progress) (any, error) {
+	if !o.createsStore() {
+		if err := checkStoreExists(ctx, storeDir); err != nil {
+			return nil, err
+		}
+	}
 	m, err := chain.Open(ctx, storeDir, chain.Options{Region: o.Args.Region})
 	if err != nil {
 		return nil, err
@@ -73,6 +79,23 @@ func runWriterOp(ctx context.Context, storeDir string, o op, progress chain.Prog
 		err = fmt.Errorf("close store: %w", cerr)
 	}
 	return res, err
+}
+
+// createsStore reports whether o may create the store when there is none: init and volume add do;
+// every other op would fail on an empty store anyway, and must not leave one behind.
+func (o op) createsStore() bool { return o.Kind == opInit || o.Kind == opVolumeAdd }
+
+// checkStoreExists returns store.ErrNoStore (wrapped) when dir holds no store. Other problems are
+// left for the writer to meet, which may, for one, migrate a store a reader cannot open.
+func checkStoreExists(ctx context.Context, dir string) error {
+	m, err := chain.Open(ctx, dir, chain.Options{ReadOnly: true})
+	if errors.Is(err, store.ErrNoStore) {
+		return err
+	}
+	if err == nil {
+		m.Close()
+	}
+	return nil
 }
 
 // runOp is runWriterOp for callers that know the result's type.
