@@ -12,13 +12,18 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// storeDir is the store directory: --store, else $SNAPFS_STORE (both through the flag), else the
-// default for the user.
+// storeDir is the absolute path of the store directory: --store, else $SNAPFS_STORE (both through
+// the flag), else the default for the user.
 func storeDir(cCtx *cli.Context) (string, error) {
-	if dir := cCtx.String("store"); dir != "" {
-		return dir, nil
+	dir := cCtx.String("store")
+	if dir == "" {
+		return defaultStoreDir()
 	}
-	return defaultStoreDir()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("store %s: %w", dir, err)
+	}
+	return abs, nil
 }
 
 // defaultStoreDir is /var/lib/snapfs for root, else $XDG_DATA_HOME/snapfs (by default
