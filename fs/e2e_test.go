@@ -684,3 +684,46 @@ func TestStaleMountRecovery(t *testing.T) {
 		t.Errorf("daemon log:\n%s", daemonLog(s.dir))
 	}
 }
+
+func TestPermissions(t *testing.T) {
+	needFUSE(t)
+	s := oneSnapshot(t)
+	const nobody = 65534
+	asNobody := func(name string, args ...string) error {
+		cmd := exec.Command(name, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	// Without --allow-other only the mounting user gets in.
+	mnt := mountStore(t, s.dir)
+	for _, dir := range []string{filepath.Dir(mnt), filepath.Dir(filepath.Dir(mnt))} { // t.TempDir's are 0700
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := asNobody("ls", filepath.Dir(mnt)); err != nil {
+		t.Fatalf("another user cannot reach the mount point: %v", err)
+	}
+	if err := asNobody("ls", mnt); err == nil || !strings.Contains(err.Error(), "ermission denied") {
+		t.Errorf("another user listing the mount made without --allow-other: %v, want permission denied", err)
+	}
+	unmount(t, s.dir, mnt)
+
+	// With it, others may read images but not write to ctl (0600).
+	if out, err := run(t, s.dir, "mount", "--allow-other", mnt); err != nil {
+		t.Fatalf("mount --allow-other: %v\n%s", err, out)
+	}
+	if err := asNobody("cat", filepath.Join(mnt, "chains", "d", "info")); err != nil {
+		t.Errorf("another user reading with --allow-other: %v", err)
+	}
+	if err := asNobody("dd", "if="+filepath.Join(mnt, "chains", "d", "s1.img"), "of=/dev/null", "bs=1M", "status=none"); err != nil {
+		t.Errorf("another user reading an image with --allow-other: %v", err)
+	}
+	if err := asNobody("sh", "-c", "echo snapshot > "+filepath.Join(mnt, "volumes", "d", "ctl")); err == nil {
+		t.Errorf("another user wrote to ctl")
+	}
+}

@@ -141,8 +141,9 @@ func (n *imageNode) Listxattr(_ context.Context, dest []byte) (uint32, syscall.E
 	return copyOut(dest, imageXattrList)
 }
 
-// xattr is the value of attribute name. unique_bytes changes as neighbours are deleted, so it is
-// asked for afresh.
+// xattr is the value of attribute name. The parent and unique_bytes change as neighbours are
+// deleted, so they are asked for afresh (falling back to what the node knows, once the snapshot is
+// gone).
 func (n *imageNode) xattr(ctx context.Context, name string) (string, bool) {
 	s := n.snap
 	switch name {
@@ -151,14 +152,20 @@ func (n *imageNode) xattr(ctx context.Context, name string) (string, bool) {
 	case xattrCreated:
 		return s.Created.UTC().Format(time.RFC3339), true
 	case xattrParent:
-		return strconv.FormatInt(s.Parent, 10), true
+		return strconv.FormatInt(n.fresh(ctx).Parent, 10), true
 	case xattrUniqueBytes:
-		if fresh, err := n.fsys.m.Snapshot(ctx, n.ref()); err == nil && fresh.Created.Equal(s.Created) {
-			s = fresh
-		}
-		return strconv.FormatInt(s.UniqueBytes, 10), true
+		return strconv.FormatInt(n.fresh(ctx).UniqueBytes, 10), true
 	}
 	return "", false
+}
+
+// fresh describes the snapshot as the engine sees it now, or as it was when looked up if it is gone.
+func (n *imageNode) fresh(ctx context.Context) chain.Snapshot {
+	s, err := n.fsys.m.Snapshot(ctx, n.ref())
+	if err != nil || !s.Created.Equal(n.snap.Created) {
+		return n.snap
+	}
+	return s
 }
 
 // copyOut answers a getxattr or listxattr: the size when dest is empty, ERANGE when it is too small.
