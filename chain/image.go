@@ -253,40 +253,41 @@ func (m *Manager) pinned(id int64) bool {
 
 // chunkData returns a chunk's verified bytes through the cache. The result must not be modified.
 func (m *Manager) chunkData(ctx context.Context, c store.Chunk) ([]byte, error) {
-	if data, ok := m.cache.get(c.ID); ok {
+	if data, ok := m.cache.get(c.Hash); ok {
 		return data, nil
 	}
 	data, err := m.st.ReadChunk(ctx, nil, c)
 	if err != nil {
 		return nil, err
 	}
-	m.cache.put(c.ID, data)
+	m.cache.put(c.Hash, data)
 	return data, nil
 }
 
-// chunkCache is an LRU of decoded chunks capped by bytes. Chunks are immutable, so a cached chunk stays
-// right for as long as its id exists; ids are never reused (SQLite INTEGER PRIMARY KEY grows).
+// chunkCache is an LRU of decoded chunks capped by bytes, keyed by content address: a cached entry is
+// right forever. (Chunk ids are not a safe key: SQLite gives a new row the largest id plus one, so
+// the id of the newest chunk comes back after that chunk is freed.)
 type chunkCache struct {
-	mu    sync.Mutex
-	cap   int64
-	used  int64
-	order *list.List // front = most recent; values are *cacheEntry
-	byID  map[int64]*list.Element
+	mu     sync.Mutex
+	cap    int64
+	used   int64
+	order  *list.List // front = most recent; values are *cacheEntry
+	byHash map[store.Hash]*list.Element
 }
 
 type cacheEntry struct {
-	id   int64
+	hash store.Hash
 	data []byte
 }
 
 func newChunkCache(capBytes int64) *chunkCache {
-	return &chunkCache{cap: capBytes, order: list.New(), byID: map[int64]*list.Element{}}
+	return &chunkCache{cap: capBytes, order: list.New(), byHash: map[store.Hash]*list.Element{}}
 }
 
-func (c *chunkCache) get(id int64) ([]byte, bool) {
+func (c *chunkCache) get(h store.Hash) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.byID[id]
+	e, ok := c.byHash[h]
 	if !ok {
 		return nil, false
 	}
@@ -294,19 +295,19 @@ func (c *chunkCache) get(id int64) ([]byte, bool) {
 	return e.Value.(*cacheEntry).data, true
 }
 
-func (c *chunkCache) put(id int64, data []byte) {
+func (c *chunkCache) put(h store.Hash, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.byID[id]; ok || int64(len(data)) > c.cap {
+	if _, ok := c.byHash[h]; ok || int64(len(data)) > c.cap {
 		return
 	}
-	c.byID[id] = c.order.PushFront(&cacheEntry{id: id, data: data})
+	c.byHash[h] = c.order.PushFront(&cacheEntry{hash: h, data: data})
 	c.used += int64(len(data))
 	for c.used > c.cap {
 		e := c.order.Back()
 		ent := e.Value.(*cacheEntry)
 		c.order.Remove(e)
-		delete(c.byID, ent.id)
+		delete(c.byHash, ent.hash)
 		c.used -= int64(len(ent.data))
 	}
 }
