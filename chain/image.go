@@ -134,6 +134,9 @@ func (im *Image) SeekData(off int64) (pos int64, ok bool) {
 	if off < 0 {
 		off = 0
 	}
+	if off >= v.size {
+		return 0, false
+	}
 	for idx := off / v.chunkSize; idx < int64(len(v.chunks)); idx++ {
 		if v.chunks[idx].ID != 0 {
 			return max(off, idx*v.chunkSize), true
