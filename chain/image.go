@@ -82,7 +82,8 @@ func (im *Image) Size() int64 { return im.view.size }
 // ChunkSize is the chain's chunk size.
 func (im *Image) ChunkSize() int64 { return im.view.chunkSize }
 
-// Close releases the image; it is safe to call more than once.
+// Close releases the image; it is safe to call more than once. Closing the last image of a deleted
+// snapshot finishes the delete, which waits for a snapshot of the same chain being created.
 func (im *Image) Close() error {
 	var err error
 	im.close.Do(func() { err = im.m.unpin(context.Background(), im.info.ID) })
@@ -223,6 +224,9 @@ func (m *Manager) pin(id int64) {
 
 // unpin drops one pin; the last one finishes a delete that was waiting for it.
 func (m *Manager) unpin(ctx context.Context, id int64) error {
+	// Under openMu, under which DeleteSnapshot marks the snapshot and decides whether to wait for
+	// images, so that exactly one of the two finishes the delete.
+	m.openMu.Lock()
 	m.pinMu.Lock()
 	m.pins[id]--
 	last := m.pins[id] == 0
@@ -230,18 +234,21 @@ func (m *Manager) unpin(ctx context.Context, id int64) error {
 		delete(m.pins, id)
 	}
 	m.pinMu.Unlock()
-	if !last || m.st.ReadOnly() {
+	var s store.Snapshot
+	err := ErrNotFound
+	if last && !m.st.ReadOnly() {
+		err = m.st.View(ctx, func(tx *store.Tx) (err error) {
+			s, err = tx.SnapshotByID(id)
+			return err
+		})
+	}
+	m.openMu.Unlock()
+	if err != nil || s.Status != StatusDeleting {
 		return nil
 	}
-	var status string
-	err := m.st.View(ctx, func(tx *store.Tx) error {
-		s, err := tx.SnapshotByID(id)
-		status = s.Status
-		return err
-	})
-	if err != nil || status != StatusDeleting {
-		return nil
-	}
+	// Under the chain's lock, as DeleteSnapshot: a snapshot being created was made against the chain
+	// as it is, this snapshot's deltas included, and must become ready before they merge into it.
+	defer m.lockChain(s.ChainID)()
 	_, err = m.finishDelete(ctx, id)
 	return err
 }
