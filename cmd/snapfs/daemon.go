@@ -189,7 +189,7 @@ func mount(ctx context.Context, o mountOpts, logger *log.Logger) (*snapfs.Server
 	}
 	m, err := chain.Open(ctx, o.store, chain.Options{})
 	if errors.Is(err, chain.ErrLocked) {
-		return nil, nil, nil, fmt.Errorf("mount: store %s is in use by another snapfs process: %w", o.store, err)
+		return nil, nil, nil, fmt.Errorf("mount: %w (is it mounted already, or is a command running?)", err)
 	} else if err != nil {
 		return nil, nil, nil, fmt.Errorf("mount: open store %s: %w", o.store, err)
 	}
