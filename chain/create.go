@@ -154,7 +154,7 @@ func (j *createJob) begin(ctx context.Context, vol store.Volume, name string, no
 			}
 		}
 		if name == "" {
-			if name, err = freeName(tx, j.chain.ID, vol.Name+now.Format("-20060102-150405")); err != nil {
+			if name, err = freeName(tx, j.chain.ID, vol.Name, now); err != nil {
 				return err
 			}
 		} else if _, err := tx.SnapshotByName(j.chain.ID, name); err == nil {
@@ -176,10 +176,17 @@ func (j *createJob) begin(ctx context.Context, vol store.Volume, name string, no
 	})
 }
 
-// freeName returns base, or base-2, base-3… whichever no snapshot of the chain has.
-func freeName(tx *store.Tx, chain int64, base string) (string, error) {
+// freeName returns the default name VOLUME-YYYYMMDD-HHMMSS, or that with -2, -3… whichever no
+// snapshot of the chain has. The volume's name is cut short where the whole would pass the
+// 128-character limit, the time and the suffix are kept.
+func freeName(tx *store.Tx, chain int64, vol string, now time.Time) (string, error) {
+	stamp := now.Format("-20060102-150405")
 	for n := 1; ; n++ {
-		name := suffixed(base, n)
+		tail := stamp
+		if n > 1 {
+			tail += fmt.Sprintf("-%d", n)
+		}
+		name := vol[:min(len(vol), 128-len(tail))] + tail
 		_, err := tx.SnapshotByName(chain, name)
 		if errors.Is(err, ErrNotFound) {
 			return name, nil
