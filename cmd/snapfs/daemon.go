@@ -39,9 +39,9 @@ const (
 )
 
 // startDaemon starts the daemon and waits until it has mounted, or failed to.
-func startDaemon(o mountOpts) error {
-	if err := os.MkdirAll(o.store, 0o700); err != nil {
-		return fmt.Errorf("mount: store: %w", err)
+func startDaemon(ctx context.Context, o mountOpts) error {
+	if err := checkStoreExists(ctx, o.store); err != nil {
+		return fmt.Errorf("mount: %w", err)
 	}
 	logPath := filepath.Join(o.store, daemonLogName)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -186,6 +186,9 @@ func mount(ctx context.Context, o mountOpts, logger *log.Logger) (*snapfs.Server
 		return nil, nil, nil, fmt.Errorf("mount: %w", err)
 	} else if !st.IsDir() {
 		return nil, nil, nil, fmt.Errorf("mount: %s is not a directory", o.dir)
+	}
+	if err := checkStoreExists(ctx, o.store); err != nil {
+		return nil, nil, nil, fmt.Errorf("mount: %w", err)
 	}
 	m, err := chain.Open(ctx, o.store, chain.Options{})
 	if errors.Is(err, chain.ErrLocked) {

@@ -75,7 +75,7 @@ func mountAction(cCtx *cli.Context) error {
 	if cCtx.Bool("foreground") {
 		return serveMount(cCtx.Context, o)
 	}
-	return startDaemon(o)
+	return startDaemon(cCtx.Context, o)
 }
 
 func umountAction(cCtx *cli.Context) error {
