@@ -528,6 +528,7 @@ func TestExt4Image(t *testing.T) {
 	if err := os.Mkdir(loopMnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { detachLoops(t, img) })
 	if out, err := exec.Command("mount", "-o", "ro,loop,noload", img, loopMnt).CombinedOutput(); err != nil {
 		t.Fatalf("mount -o ro,loop,noload: %v\n%s", err, out)
 	}
@@ -535,7 +536,6 @@ func TestExt4Image(t *testing.T) {
 		if out, err := exec.Command("umount", loopMnt).CombinedOutput(); err != nil {
 			t.Errorf("umount %s: %v\n%s", loopMnt, err, out)
 		}
-		detachLoops(t, img)
 	})
 	for name, want := range files {
 		got, err := os.ReadFile(filepath.Join(loopMnt, name))
