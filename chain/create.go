@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -428,6 +429,8 @@ func (j *createJob) commit(ctx context.Context, batch []result) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	t0 := time.Now()
+	defer func() { fmt.Fprintln(os.Stderr, "commit", len(batch), time.Since(t0)) }()
 	return j.m.st.Update(ctx, func(tx *store.Tx) error {
 		deltas := make([]store.Delta, 0, len(batch))
 		for _, r := range batch {
@@ -493,8 +496,8 @@ func (m *Manager) discardAbandoned(ctx context.Context) error {
 	return nil
 }
 
-// discardSnapshot removes a snapshot that never became ready, with whatever it stored, and a chain
-// that it would leave without any snapshot. On a full filesystem it gives up the store's reserve to
+// discardSnapshot removes a snapshot that never became ready, with whatever it stored, and the chain
+// it was the first snapshot of. On a full filesystem it gives up the store's reserve to
 // make room for the transaction that frees the space.
 func (m *Manager) discardSnapshot(ctx context.Context, id int64) error {
 	err := m.discardOnce(ctx, id)
@@ -521,6 +524,11 @@ func (m *Manager) discardOnce(ctx context.Context, id int64) error {
 		}
 		if _, _, err := tx.ReleaseUnreferenced(); err != nil {
 			return err
+		}
+		if s.Seq != 1 {
+			// The chain was there before this snapshot: it stays, even empty, as a delete of its
+			// last snapshot leaves it.
+			return nil
 		}
 		left, err := tx.Snapshots(s.ChainID, "")
 		if err != nil || len(left) > 0 {

@@ -382,6 +382,18 @@ func TestCancelDuringSnapshot(t *testing.T) {
 	if !bytes.Equal(u.image(first.Ref()), want) {
 		t.Fatal("first snapshot changed")
 	}
+	// A chain whose snapshots were all deleted stays when a snapshot of it fails.
+	if _, err := u.m.DeleteSnapshot(u.ctx, first.Ref()); err != nil {
+		t.Fatal(err)
+	}
+	run()
+	if c, err := u.m.Chain(u.ctx, "vol"); err != nil || c.Snapshots != 0 || c.Volume != "vol" {
+		t.Fatalf("emptied chain after a failed snapshot: %+v, %v", c, err)
+	}
+	first = u.snap("vol", "first")
+	if first.Seq != 4 {
+		t.Fatalf("snapshot seq %d, want 4 (the chain goes on)", first.Seq)
+	}
 	// A context cancelled before the call fails at once.
 	ctx, c := context.WithCancel(context.Background())
 	c()
