@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -429,8 +428,6 @@ func (j *createJob) commit(ctx context.Context, batch []result) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	t0 := time.Now()
-	defer func() { fmt.Fprintln(os.Stderr, "commit", len(batch), time.Since(t0)) }()
 	return j.m.st.Update(ctx, func(tx *store.Tx) error {
 		deltas := make([]store.Delta, 0, len(batch))
 		for _, r := range batch {
