@@ -17,6 +17,7 @@ type Tx struct {
 	s        *Store
 	ctx      context.Context
 	readOnly bool
+	stmts    map[string]*sql.Stmt
 	appended []Extent // records this transaction appended: garbage if it does not commit
 	freed    []Extent
 }
@@ -76,12 +77,50 @@ type Delta struct {
 	Chunk int64
 }
 
+// stmt returns q prepared on the transaction's connection, once per transaction: a snapshot's
+// batch runs the same few statements thousands of times.
+func (t *Tx) stmt(q string) (*sql.Stmt, error) {
+	if st, ok := t.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := t.tx.PrepareContext(t.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if t.stmts == nil {
+		t.stmts = map[string]*sql.Stmt{}
+	}
+	t.stmts[q] = st
+	return st, nil
+}
+
 func (t *Tx) exec(q string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(t.ctx, q, args...)
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(t.ctx, args...)
 }
 
 func (t *Tx) query(q string, args ...any) (*sql.Rows, error) {
-	return t.tx.QueryContext(t.ctx, q, args...)
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(t.ctx, args...)
+}
+
+// errRow is a *sql.Row stand-in for a statement that failed to prepare.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+func (t *Tx) queryRow(q string, args ...any) interface{ Scan(...any) error } {
+	st, err := t.stmt(q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(t.ctx, args...)
 }
 
 func notFound(err error, what string) error {
@@ -105,13 +144,13 @@ func scanChunk(sc interface{ Scan(...any) error }) (Chunk, error) {
 
 // ChunkByHash finds the stored chunk with content address h.
 func (t *Tx) ChunkByHash(h Hash) (Chunk, error) {
-	c, err := scanChunk(t.tx.QueryRowContext(t.ctx, `SELECT `+chunkCols+` FROM chunks WHERE hash = ?`, h[:]))
+	c, err := scanChunk(t.queryRow(`SELECT `+chunkCols+` FROM chunks WHERE hash = ?`, h[:]))
 	return c, notFound(err, "chunk "+h.String())
 }
 
 // ChunkByID finds a stored chunk by id.
 func (t *Tx) ChunkByID(id int64) (Chunk, error) {
-	c, err := scanChunk(t.tx.QueryRowContext(t.ctx, `SELECT `+chunkCols+` FROM chunks WHERE id = ?`, id))
+	c, err := scanChunk(t.queryRow(`SELECT `+chunkCols+` FROM chunks WHERE id = ?`, id))
 	return c, notFound(err, fmt.Sprintf("chunk %d", id))
 }
 
@@ -328,7 +367,7 @@ func (t *Tx) Deltas(snap int64) ([]Delta, error) {
 // only it references and that deleting it would free: its deltas that next (0 if none) overrides or
 // that lie at or past index limit, whose chunks have no other reference.
 func (t *Tx) DeltaStats(snap, next, limit int64) (rows int64, unique int64, err error) {
-	if err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM deltas WHERE snapshot_id = ?`, snap).Scan(&rows); err != nil {
+	if err := t.queryRow(`SELECT COUNT(*) FROM deltas WHERE snapshot_id = ?`, snap).Scan(&rows); err != nil {
 		return 0, 0, err
 	}
 	cond := `d.snapshot_id = ?`
@@ -337,7 +376,7 @@ func (t *Tx) DeltaStats(snap, next, limit int64) (rows int64, unique int64, err 
 		cond += ` AND (d.idx >= ? OR EXISTS (SELECT 1 FROM deltas n WHERE n.snapshot_id = ? AND n.idx = d.idx))`
 		args = append(args, limit, next)
 	}
-	err = t.tx.QueryRowContext(t.ctx, `
+	err = t.queryRow(`
 		SELECT COALESCE(SUM(stored_size), 0) FROM (
 			SELECT c.stored_size FROM deltas d JOIN chunks c ON c.id = d.chunk_id
 			WHERE `+cond+`

@@ -40,13 +40,13 @@ func (t *Tx) InsertVolume(v Volume) (int64, error) {
 
 // VolumeByName finds a volume.
 func (t *Tx) VolumeByName(name string) (Volume, error) {
-	v, err := scanVolume(t.tx.QueryRowContext(t.ctx, `SELECT `+volumeCols+` FROM volumes WHERE name = ?`, name))
+	v, err := scanVolume(t.queryRow(`SELECT `+volumeCols+` FROM volumes WHERE name = ?`, name))
 	return v, notFound(err, "volume "+name)
 }
 
 // VolumeByID finds a volume.
 func (t *Tx) VolumeByID(id int64) (Volume, error) {
-	v, err := scanVolume(t.tx.QueryRowContext(t.ctx, `SELECT `+volumeCols+` FROM volumes WHERE id = ?`, id))
+	v, err := scanVolume(t.queryRow(`SELECT `+volumeCols+` FROM volumes WHERE id = ?`, id))
 	return v, notFound(err, fmt.Sprintf("volume %d", id))
 }
 
@@ -121,19 +121,19 @@ func (t *Tx) DeleteChain(id int64) error {
 
 // ChainByName finds a chain.
 func (t *Tx) ChainByName(name string) (Chain, error) {
-	c, err := scanChain(t.tx.QueryRowContext(t.ctx, `SELECT `+chainCols+` FROM chains WHERE name = ?`, name))
+	c, err := scanChain(t.queryRow(`SELECT `+chainCols+` FROM chains WHERE name = ?`, name))
 	return c, notFound(err, "chain "+name)
 }
 
 // ChainByID finds a chain.
 func (t *Tx) ChainByID(id int64) (Chain, error) {
-	c, err := scanChain(t.tx.QueryRowContext(t.ctx, `SELECT `+chainCols+` FROM chains WHERE id = ?`, id))
+	c, err := scanChain(t.queryRow(`SELECT `+chainCols+` FROM chains WHERE id = ?`, id))
 	return c, notFound(err, fmt.Sprintf("chain %d", id))
 }
 
 // ChainByVolume finds the chain of a volume.
 func (t *Tx) ChainByVolume(volumeID int64) (Chain, error) {
-	c, err := scanChain(t.tx.QueryRowContext(t.ctx, `SELECT `+chainCols+` FROM chains WHERE volume_id = ?`, volumeID))
+	c, err := scanChain(t.queryRow(`SELECT `+chainCols+` FROM chains WHERE volume_id = ?`, volumeID))
 	return c, notFound(err, fmt.Sprintf("chain of volume %d", volumeID))
 }
 
@@ -158,7 +158,7 @@ func (t *Tx) Chains() ([]Chain, error) {
 // ChainStoredBytes is the stored size of the distinct chunks the chain's snapshots reference.
 func (t *Tx) ChainStoredBytes(chain int64) (int64, error) {
 	var n int64
-	err := t.tx.QueryRowContext(t.ctx, `
+	err := t.queryRow(`
 		SELECT COALESCE(SUM(c.stored_size), 0) FROM chunks c WHERE c.id IN (
 			SELECT d.chunk_id FROM deltas d JOIN snapshots s ON s.id = d.snapshot_id WHERE s.chain_id = ?)`, chain).Scan(&n)
 	return n, err
@@ -167,7 +167,7 @@ func (t *Tx) ChainStoredBytes(chain int64) (int64, error) {
 // TakeSeq reserves the next sequence number of a chain.
 func (t *Tx) TakeSeq(chain int64) (int64, error) {
 	var seq int64
-	if err := t.tx.QueryRowContext(t.ctx, `SELECT next_seq FROM chains WHERE id = ?`, chain).Scan(&seq); err != nil {
+	if err := t.queryRow(`SELECT next_seq FROM chains WHERE id = ?`, chain).Scan(&seq); err != nil {
 		return 0, notFound(err, fmt.Sprintf("chain %d", chain))
 	}
 	_, err := t.exec(`UPDATE chains SET next_seq = ? WHERE id = ?`, seq+1, chain)
@@ -208,13 +208,13 @@ func (t *Tx) DeleteSnapshotRow(id int64) error {
 
 // SnapshotByID finds a snapshot.
 func (t *Tx) SnapshotByID(id int64) (Snapshot, error) {
-	s, err := scanSnapshot(t.tx.QueryRowContext(t.ctx, `SELECT `+snapshotCols+` FROM snapshots WHERE id = ?`, id))
+	s, err := scanSnapshot(t.queryRow(`SELECT `+snapshotCols+` FROM snapshots WHERE id = ?`, id))
 	return s, notFound(err, fmt.Sprintf("snapshot %d", id))
 }
 
 // SnapshotByName finds a snapshot of a chain.
 func (t *Tx) SnapshotByName(chain int64, name string) (Snapshot, error) {
-	s, err := scanSnapshot(t.tx.QueryRowContext(t.ctx, `SELECT `+snapshotCols+` FROM snapshots WHERE chain_id = ? AND name = ?`, chain, name))
+	s, err := scanSnapshot(t.queryRow(`SELECT `+snapshotCols+` FROM snapshots WHERE chain_id = ? AND name = ?`, chain, name))
 	return s, notFound(err, "snapshot "+name)
 }
 
@@ -258,7 +258,7 @@ func (t *Tx) SnapshotsWithStatus(status string) ([]Snapshot, error) {
 // NextSnapshot returns the oldest snapshot of chain after seq that is not being created, or
 // ErrNotFound.
 func (t *Tx) NextSnapshot(chain, seq int64) (Snapshot, error) {
-	s, err := scanSnapshot(t.tx.QueryRowContext(t.ctx, `SELECT `+snapshotCols+` FROM snapshots
+	s, err := scanSnapshot(t.queryRow(`SELECT `+snapshotCols+` FROM snapshots
 		WHERE chain_id = ? AND seq > ? AND status <> 'creating' ORDER BY seq LIMIT 1`, chain, seq))
 	return s, notFound(err, "next snapshot")
 }
@@ -266,7 +266,7 @@ func (t *Tx) NextSnapshot(chain, seq int64) (Snapshot, error) {
 // PrevSnapshot returns the newest snapshot of chain before seq that is not being created, or
 // ErrNotFound.
 func (t *Tx) PrevSnapshot(chain, seq int64) (Snapshot, error) {
-	s, err := scanSnapshot(t.tx.QueryRowContext(t.ctx, `SELECT `+snapshotCols+` FROM snapshots
+	s, err := scanSnapshot(t.queryRow(`SELECT `+snapshotCols+` FROM snapshots
 		WHERE chain_id = ? AND seq < ? AND status <> 'creating' ORDER BY seq DESC LIMIT 1`, chain, seq))
 	return s, notFound(err, "previous snapshot")
 }
@@ -274,7 +274,7 @@ func (t *Tx) PrevSnapshot(chain, seq int64) (Snapshot, error) {
 // CountSnapshots counts a chain's snapshots with a status.
 func (t *Tx) CountSnapshots(chain int64, status string) (int64, error) {
 	var n int64
-	err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM snapshots WHERE chain_id = ? AND status = ?`, chain, status).Scan(&n)
+	err := t.queryRow(`SELECT COUNT(*) FROM snapshots WHERE chain_id = ? AND status = ?`, chain, status).Scan(&n)
 	return n, err
 }
 
@@ -289,11 +289,11 @@ type StoreStats struct {
 // Stats sums the store's chunks and packs.
 func (t *Tx) Stats() (StoreStats, error) {
 	var st StoreStats
-	err := t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*), COALESCE(SUM(stored_size), 0), COALESCE(SUM(size), 0) FROM chunks`).
+	err := t.queryRow(`SELECT COUNT(*), COALESCE(SUM(stored_size), 0), COALESCE(SUM(size), 0) FROM chunks`).
 		Scan(&st.Chunks, &st.StoredBytes, &st.RawBytes)
 	if err != nil {
 		return st, err
 	}
-	err = t.tx.QueryRowContext(t.ctx, `SELECT COUNT(*) FROM packs`).Scan(&st.Packs)
+	err = t.queryRow(`SELECT COUNT(*) FROM packs`).Scan(&st.Packs)
 	return st, err
 }
