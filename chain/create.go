@@ -429,30 +429,27 @@ func (j *createJob) commit(ctx context.Context, batch []result) error {
 		return nil
 	}
 	return j.m.st.Update(ctx, func(tx *store.Tx) error {
-		deltas := make([]store.Delta, 0, len(batch))
+		var items []store.NewChunk
 		for _, r := range batch {
-			d := store.Delta{Idx: r.idx}
 			if r.rec != nil {
-				c, err := tx.ChunkByHash(r.hash)
-				switch {
-				case err == nil:
-					d.Chunk = c.ID
-				case errors.Is(err, ErrNotFound):
-					if d.Chunk, err = tx.PutChunk(r.hash, r.size, r.rec); err != nil {
-						return err
-					}
-				default:
-					return err
-				}
+				items = append(items, store.NewChunk{Hash: r.hash, Size: r.size, Rec: r.rec})
 			}
-			deltas = append(deltas, d)
+		}
+		ids, err := tx.PutChunks(items)
+		if err != nil {
+			return err
+		}
+		deltas := make([]store.Delta, len(batch))
+		for i, r := range batch {
+			deltas[i].Idx = r.idx
+			if r.rec != nil {
+				deltas[i].Chunk, ids = ids[0], ids[1:]
+			}
 		}
 		return tx.InsertDeltas(j.snap.ID, deltas)
 	})
 }
 
-// allZero reports whether b holds only zero bytes: b[0] is zero and every byte equals the one before
-// it, which bytes.Equal checks with the vectorised memcmp.
 func allZero(b []byte) bool {
 	return len(b) == 0 || b[0] == 0 && bytes.Equal(b[1:], b[:len(b)-1])
 }

@@ -262,21 +262,6 @@ func (t *Tx) InsertDeltas(snap int64, ds []Delta) error {
 	return nil
 }
 
-func (t *Tx) addRefs(ds []Delta, by int) error {
-	count := map[int64]int{}
-	for _, d := range ds {
-		if d.Chunk != 0 {
-			count[d.Chunk] += by
-		}
-	}
-	for id, n := range count {
-		if _, err := t.exec(`UPDATE chunks SET refs = refs + ? WHERE id = ?`, n, id); err != nil {
-			return fmt.Errorf("reference chunk %d: %w", id, err)
-		}
-	}
-	return nil
-}
-
 // deltaWhere selects rows of deltas aliased d.
 type deltaWhere struct {
 	cond string

@@ -7,6 +7,8 @@ import (
 )
 
 // migrations[i] brings the schema from version i to i+1. Never edit a released entry: append.
+// Ids are AUTOINCREMENT: a snapshot id is a user-visible reference and must never name a different
+// snapshot after a delete.
 var migrations = []string{
 	`
 CREATE TABLE config (
@@ -19,7 +21,7 @@ CREATE TABLE packs (
 	live_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE chunks (
-	id          INTEGER PRIMARY KEY,
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
 	hash        BLOB    NOT NULL UNIQUE,
 	size        INTEGER NOT NULL,
 	stored_size INTEGER NOT NULL,
@@ -30,7 +32,7 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_pack ON chunks(pack_id, offset);
 CREATE INDEX chunks_unreferenced ON chunks(id) WHERE refs = 0;
 CREATE TABLE volumes (
-	id         INTEGER PRIMARY KEY,
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
 	name       TEXT    NOT NULL UNIQUE,
 	kind       TEXT    NOT NULL,
 	instance   TEXT    NOT NULL DEFAULT '',
@@ -42,7 +44,7 @@ CREATE TABLE volumes (
 );
 CREATE INDEX volumes_instance ON volumes(instance) WHERE instance <> '';
 CREATE TABLE chains (
-	id         INTEGER PRIMARY KEY,
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
 	name       TEXT    NOT NULL UNIQUE,
 	volume_id  INTEGER UNIQUE REFERENCES volumes(id) ON DELETE SET NULL,
 	source     TEXT    NOT NULL,
@@ -52,7 +54,7 @@ CREATE TABLE chains (
 	next_seq   INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE snapshots (
-	id       INTEGER PRIMARY KEY,
+	id       INTEGER PRIMARY KEY AUTOINCREMENT,
 	chain_id INTEGER NOT NULL REFERENCES chains(id),
 	seq      INTEGER NOT NULL,
 	name     TEXT    NOT NULL,
