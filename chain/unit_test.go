@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -923,5 +924,81 @@ func TestRestoreRefusesTargets(t *testing.T) {
 	got := make([]byte, size)
 	if _, err := io.ReadFull(f, got); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("loop device after restore differs (%v)", err)
+	}
+}
+
+// TestVerifyFindsCorruption damages one stored record: verify names every snapshot that reads it,
+// and images, restores and clones of those snapshots fail rather than return wrong bytes.
+func TestVerifyFindsCorruption(t *testing.T) {
+	u := newUnit(t, Options{CacheBytes: 1})
+	path := u.disk("vol", 1<<20)
+	u.write(path, 0, u.random(1<<20))
+	old7 := u.read(path)[7*testChunk : 8*testChunk]
+	s1 := u.snap("vol", "s1")
+	u.touch(path, 3)
+	s2 := u.snap("vol", "s2")
+	u.touch(path, 7) // s3 no longer reads s1's chunk 7
+	s3 := u.snap("vol", "s3")
+	if _, err := u.m.Clone(u.ctx, s2.Ref(), CloneOptions{To: filepath.Join(u.dir, "cl.img"), Volume: "cl"}); err != nil {
+		t.Fatal(err)
+	}
+	u.verify()
+	var c store.Chunk
+	err := u.m.Store().View(u.ctx, func(tx *store.Tx) (err error) { c, err = tx.ChunkByHash(store.Sum(old7)); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	pack := filepath.Join(u.m.Store().Dir(), "packs", fmt.Sprintf("%010d.pack", c.Pack))
+	f, err := os.OpenFile(pack, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xde, 0xad}, c.Offset+store.HeaderSize+1000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	rep, err := u.m.Verify(u.ctx, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Faults) != 1 || rep.Faults[0].Chunk != c.ID {
+		t.Fatalf("faults %+v, want one for chunk %d", rep.Faults, c.ID)
+	}
+	users := append([]string(nil), rep.Faults[0].Snapshots...)
+	sort.Strings(users)
+	if want := []string{"cl/s2", "vol/s1", "vol/s2"}; fmt.Sprint(users) != fmt.Sprint(want) {
+		t.Fatalf("fault names %q, want %q", users, want)
+	}
+	if rep, err := u.m.Verify(u.ctx, []string{s3.Ref()}, nil); err != nil || len(rep.Faults) != 0 {
+		t.Fatalf("verify of %s: %+v, %v", s3.Ref(), rep.Faults, err)
+	}
+	if rep, err := u.m.Verify(u.ctx, []string{s2.Ref()}, nil); err != nil || len(rep.Faults) != 1 {
+		t.Fatalf("verify of %s: %+v, %v", s2.Ref(), rep.Faults, err)
+	}
+	im, err := u.m.OpenImage(u.ctx, s1.Ref())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, testChunk)
+	if _, err := im.ReadAt(buf, 7*testChunk); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read of the damaged chunk: %v", err)
+	}
+	if _, err := im.ReadAt(buf, 6*testChunk); err != nil {
+		t.Fatalf("read of a sound chunk: %v", err)
+	}
+	im.Close()
+	if _, err := u.m.Restore(u.ctx, s1.Ref(), RestoreOptions{To: filepath.Join(u.dir, "r.img")}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("restore: %v", err)
+	}
+	to := filepath.Join(u.dir, "c.img")
+	if _, err := u.m.Clone(u.ctx, s2.Ref(), CloneOptions{To: to}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("clone: %v", err)
+	}
+	if _, err := os.Stat(to); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("failed clone left its file")
+	}
+	if !bytes.Equal(u.image(s3.Ref()), u.read(path)) {
+		t.Fatal("s3 reads wrong")
 	}
 }

@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sort"
@@ -49,7 +50,18 @@ func (m *Manager) Verify(ctx context.Context, refs []string, progress Progress) 
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
+	listed := make(map[int64]store.Chunk, len(bad))
+	for _, c := range chunks {
+		listed[c.ID] = c
+	}
 	for _, f := range bad {
+		// A chunk that a delete freed after it was listed reads as whatever its punched record
+		// holds now: not a fault.
+		if freed, err := m.freedSince(ctx, listed[f.Chunk]); err != nil {
+			return rep, err
+		} else if freed {
+			continue
+		}
 		users, err := m.chunkUsers(ctx, f.Chunk)
 		if err != nil {
 			return rep, err
@@ -58,6 +70,21 @@ func (m *Manager) Verify(ctx context.Context, refs []string, progress Progress) 
 		rep.Faults = append(rep.Faults, f)
 	}
 	return rep, nil
+}
+
+// freedSince reports whether chunk c is no longer stored where it was listed.
+func (m *Manager) freedSince(ctx context.Context, c store.Chunk) (bool, error) {
+	var freed bool
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		now, err := tx.ChunkByID(c.ID)
+		if errors.Is(err, ErrNotFound) {
+			freed = true
+			return nil
+		}
+		freed = err == nil && (now.Hash != c.Hash || now.Pack != c.Pack || now.Offset != c.Offset)
+		return err
+	})
+	return freed, err
 }
 
 // chunksToVerify lists every stored chunk, or the distinct chunks the snapshots refs read.

@@ -1,0 +1,162 @@
+package chain
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestConcurrentChains runs snapshots, deletes, image reads and restores on three volumes at once,
+// each in its own goroutine, with verify and gc running alongside, and checks every snapshot's bytes
+// and the store's chunk count at the end.
+func TestConcurrentChains(t *testing.T) {
+	u := newUnit(t, Options{CacheBytes: 256 << 10})
+	rounds := 40
+	if testing.Short() {
+		rounds = 10
+	}
+	type snap struct {
+		ref  string
+		data []byte
+	}
+	var mu sync.Mutex
+	live := map[string][]snap{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	fail := func(format string, args ...any) { errs <- fmt.Errorf(format, args...) }
+	for w := range 3 {
+		name := fmt.Sprintf("w%d", w)
+		size := int64(1<<20 + w*40000)
+		path := u.disk(name, size)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 77))
+			data := make([]byte, size)
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				fail("%v", err)
+				return
+			}
+			defer f.Close()
+			var mine []snap
+			for i := range rounds {
+				for range 1 + rng.IntN(4) {
+					off := rng.IntN(len(data) - 3*testChunk)
+					n := 1 + rng.IntN(3*testChunk)
+					for j := off; j < off+n; j++ {
+						data[j] = byte(rng.Uint32())
+					}
+					if _, err := f.WriteAt(data[off:off+n], int64(off)); err != nil {
+						fail("%v", err)
+						return
+					}
+				}
+				s, err := u.m.CreateSnapshot(u.ctx, name, CreateOptions{Name: fmt.Sprintf("s%d", i)})
+				if err != nil {
+					fail("snapshot %s: %v", name, err)
+					return
+				}
+				mine = append(mine, snap{s.Ref(), bytes.Clone(data)})
+				switch rng.IntN(4) {
+				case 0: // delete one
+					k := rng.IntN(len(mine))
+					if _, err := u.m.DeleteSnapshot(u.ctx, mine[k].ref); err != nil {
+						fail("delete %s: %v", mine[k].ref, err)
+						return
+					}
+					mine = append(mine[:k], mine[k+1:]...)
+				case 1: // read one
+					if len(mine) == 0 {
+						break
+					}
+					s := mine[rng.IntN(len(mine))]
+					im, err := u.m.OpenImage(u.ctx, s.ref)
+					if err != nil {
+						fail("open %s: %v", s.ref, err)
+						return
+					}
+					got := make([]byte, im.Size())
+					_, err = im.ReadAt(got, 0)
+					im.Close()
+					if err != nil || !bytes.Equal(got, s.data) {
+						fail("%s reads wrong (%v)", s.ref, err)
+						return
+					}
+				case 2: // restore one to a file
+					if len(mine) == 0 {
+						break
+					}
+					s := mine[rng.IntN(len(mine))]
+					to := filepath.Join(u.dir, name+"-restore.img")
+					if _, err := u.m.Restore(u.ctx, s.ref, RestoreOptions{To: to}); err != nil {
+						fail("restore %s: %v", s.ref, err)
+						return
+					}
+					if got, err := os.ReadFile(to); err != nil || !bytes.Equal(got, s.data) {
+						fail("restore of %s differs (%v)", s.ref, err)
+						return
+					}
+					os.Remove(to)
+				}
+			}
+			mu.Lock()
+			live[name] = mine
+			mu.Unlock()
+		}()
+	}
+	stop := make(chan struct{})
+	var side sync.WaitGroup
+	side.Add(1)
+	go func() { // verify and gc while the others work
+		defer side.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if i%3 == 2 {
+				if _, err := u.m.GC(u.ctx); err != nil {
+					fail("gc: %v", err)
+				}
+				continue
+			}
+			rep, err := u.m.Verify(u.ctx, nil, nil)
+			if err != nil {
+				fail("verify: %v", err)
+			}
+			for _, f := range rep.Faults {
+				fail("verify during the work: %+v", f)
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	side.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	var images [][]byte
+	for _, mine := range live {
+		for _, s := range mine {
+			if !bytes.Equal(u.image(s.ref), s.data) {
+				t.Errorf("%s reads wrong", s.ref)
+			}
+			images = append(images, s.data)
+		}
+	}
+	if st := u.stats(); st.Chunks != distinctChunks(images...) {
+		t.Errorf("store holds %d chunks, the live snapshots %d", st.Chunks, distinctChunks(images...))
+	}
+	u.verify()
+}
