@@ -86,6 +86,11 @@ func (m *Manager) finishDelete(ctx context.Context, id int64) (DeleteStats, erro
 		if err := tx.DeleteSnapshotRow(s.ID); err != nil {
 			return err
 		}
+		if c.VolumeID == 0 {
+			if err := dropEmptyChain(tx, c.ID); err != nil {
+				return err
+			}
+		}
 		st.FreedChunks, st.FreedBytes, err = tx.ReleaseUnreferenced()
 		return err
 	})
@@ -93,4 +98,14 @@ func (m *Manager) finishDelete(ctx context.Context, id int64) (DeleteStats, erro
 		return DeleteStats{}, fmt.Errorf("delete snapshot %d: %w", id, err)
 	}
 	return st, nil
+}
+
+// dropEmptyChain removes a chain that has no snapshot left. Only chains whose volume was forgotten are
+// dropped: a volume's chain stays while the volume does, even when empty.
+func dropEmptyChain(tx *store.Tx, chain int64) error {
+	left, err := tx.Snapshots(chain, "")
+	if err != nil || len(left) > 0 {
+		return err
+	}
+	return tx.DeleteChain(chain)
 }

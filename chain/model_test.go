@@ -481,6 +481,10 @@ func (md *model) opDelete() {
 	s := md.snaps[md.rng.IntN(len(md.snaps))]
 	next := md.nextInChain(s)
 	md.note("delete %s", s.ref())
+	info, err := md.m.Snapshot(md.ctx, s.ref())
+	if err != nil {
+		md.fatalf("describe %s: %v", s.ref(), err)
+	}
 	ds, err := md.m.DeleteSnapshot(md.ctx, s.ref())
 	if err != nil {
 		md.fatalf("delete %s: %v", s.ref(), err)
@@ -489,6 +493,9 @@ func (md *model) opDelete() {
 	md.dropSnap(s)
 	if ds.Deferred || ds.FreedChunks != before-int64(len(md.chunks)) {
 		md.fatalf("delete %s: %+v, but %d chunks went out of use", s.ref(), ds, before-int64(len(md.chunks)))
+	}
+	if ds.FreedBytes != info.UniqueBytes {
+		md.fatalf("delete %s freed %d bytes, its unique bytes were %d", s.ref(), ds.FreedBytes, info.UniqueBytes)
 	}
 	if next != nil {
 		md.checkImage(next)
@@ -697,7 +704,12 @@ func (md *model) opRemoveVolume() {
 	md.disks = md.disks[:len(md.disks)-1]
 	md.deadVol[d.vol] = d.path
 	os.Remove(d.path)
-	if c, err := md.m.Chain(md.ctx, d.vol); err != nil || c.Volume != "" {
+	// The chain stays with its snapshots; a chain left without any goes with its volume.
+	c, err := md.m.Chain(md.ctx, d.vol)
+	switch {
+	case err == nil && c.Volume == "" && c.Snapshots > 0:
+	case errors.Is(err, ErrNotFound) && !slices.ContainsFunc(md.snaps, func(s *mSnap) bool { return s.chain == d.vol }):
+	default:
 		md.fatalf("chain of a removed volume: %+v, %v", c, err)
 	}
 	if _, err := md.m.Volume(md.ctx, d.vol); !errors.Is(err, ErrNotFound) {

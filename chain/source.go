@@ -40,6 +40,17 @@ func statDisk(path string) (string, unix.Stat_t, error) {
 	}
 }
 
+// sameDisk reports whether two stats name the same disk: the same block device, or the same file.
+func sameDisk(a, b unix.Stat_t) bool {
+	if a.Mode&unix.S_IFMT != b.Mode&unix.S_IFMT {
+		return false
+	}
+	if a.Mode&unix.S_IFMT == unix.S_IFBLK {
+		return a.Rdev == b.Rdev
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
 // openDisk opens a disk for reading (flag O_RDONLY) or writing (O_RDWR). Block devices are read with
 // O_DIRECT so that a snapshot holds what is persisted on the device, not what a page cache holds.
 func openDisk(path string, flag int) (*disk, error) {

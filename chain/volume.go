@@ -65,6 +65,9 @@ func (m *Manager) AddVolume(ctx context.Context, spec VolumeSpec) (Volume, error
 				return err
 			}
 		}
+		if err := notRegistered(tx, d); err != nil {
+			return err
+		}
 		v := store.Volume{Name: spec.Name, Kind: spec.Kind, Instance: spec.Instance, Source: d.path, Size: d.size,
 			ChunkSize: spec.ChunkSize, Created: time.Now().UnixNano()}
 		id, err := tx.InsertVolume(v)
@@ -76,6 +79,22 @@ func (m *Manager) AddVolume(ctx context.Context, spec VolumeSpec) (Volume, error
 		return err
 	})
 	return out, err
+}
+
+// notRegistered refuses a disk that a volume already names, under whatever path: two volumes of one
+// disk would make two chains that each claim to be its history.
+func notRegistered(tx *store.Tx, d *disk) error {
+	vs, err := tx.Volumes()
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		_, st, err := statDisk(v.Source)
+		if err == nil && sameDisk(st, d.st) {
+			return fmt.Errorf("source %s: %w: it is volume %s", d.path, ErrExists, v.Name)
+		}
+	}
+	return nil
 }
 
 func noOtherSystemDisk(tx *store.Tx, instance string) error {
@@ -91,14 +110,22 @@ func noOtherSystemDisk(tx *store.Tx, instance string) error {
 	return nil
 }
 
-// RemoveVolume forgets a disk. The disk itself is not touched, and its chain and snapshots stay.
+// RemoveVolume forgets a disk. The disk itself is not touched, and its chain and snapshots stay; a
+// chain left with no snapshot goes with the volume.
 func (m *Manager) RemoveVolume(ctx context.Context, name string) error {
 	return m.st.Update(ctx, func(tx *store.Tx) error {
 		v, err := tx.VolumeByName(name)
 		if err != nil {
 			return err
 		}
-		return tx.DeleteVolume(v.ID)
+		c, cerr := tx.ChainByVolume(v.ID)
+		if err := tx.DeleteVolume(v.ID); err != nil {
+			return err
+		}
+		if cerr != nil {
+			return nil // the volume never had a snapshot
+		}
+		return dropEmptyChain(tx, c.ID)
 	})
 }
 
