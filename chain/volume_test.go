@@ -1,0 +1,67 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestAddVolumeRefusesADiskTwice(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1<<20)
+	if _, err := e.m.AddVolume(ctx, VolumeSpec{Name: "a", Source: e.disk}); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(e.dir, "link.img")
+	if err := os.Symlink(e.disk, link); err != nil {
+		t.Fatal(err)
+	}
+	hard := filepath.Join(e.dir, "hard.img")
+	if err := os.Link(e.disk, hard); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{e.disk, link, hard} {
+		if _, err := e.m.AddVolume(ctx, VolumeSpec{Name: "b", Source: src}); !errors.Is(err, ErrExists) {
+			t.Errorf("second volume of %s: %v, want ErrExists", src, err)
+		}
+	}
+	if vs, _ := e.m.Volumes(ctx); len(vs) != 1 {
+		t.Fatalf("%d volumes after refusals, want 1", len(vs))
+	}
+}
+
+func TestForgottenVolumeChain(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1<<20)
+	e.m.AddVolume(ctx, VolumeSpec{Name: "a", Source: e.disk})
+	s, err := e.m.CreateSnapshot(ctx, "a", CreateOptions{Name: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.RemoveVolume(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.m.Chain(ctx, "a")
+	if err != nil || c.Volume != "" || c.Snapshots != 1 {
+		t.Fatalf("chain after volume rm: %+v, %v", c, err)
+	}
+	if _, err := e.m.DeleteSnapshot(ctx, s.Ref()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Chain(ctx, "a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("empty chain of a forgotten volume: %v, want gone", err)
+	}
+	// A volume without snapshots leaves no chain behind either.
+	e.m.AddVolume(ctx, VolumeSpec{Name: "b", Source: e.disk})
+	e.m.CreateSnapshot(ctx, "b", CreateOptions{Name: "x"})
+	e.m.DeleteSnapshot(ctx, "b/x")
+	if c, err := e.m.Chain(ctx, "b"); err != nil || c.Snapshots != 0 {
+		t.Fatalf("a volume's empty chain stays while the volume does: %+v, %v", c, err)
+	}
+	e.m.RemoveVolume(ctx, "b")
+	if _, err := e.m.Chain(ctx, "b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("empty chain after volume rm: %v, want gone", err)
+	}
+}
