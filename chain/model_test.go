@@ -437,6 +437,9 @@ func (md *model) snapshot(d *mDisk) *mSnap {
 	if got.Size != int64(len(d.data)) || got.Volume != d.vol || got.Status != StatusReady {
 		md.fatalf("snapshot %+v of a %d-byte disk", got, len(d.data))
 	}
+	if v, err := md.m.Volume(md.ctx, d.vol); err != nil || v.Size != int64(len(d.data)) || v.Chain != got.Chain {
+		md.fatalf("volume %s after a snapshot: %+v, %v", d.vol, v, err)
+	}
 	s := &mSnap{id: got.ID, chain: got.Chain, name: got.Name, data: bytes.Clone(d.data), vol: d.vol}
 	// The snapshot stores exactly its chunks that no live snapshot had.
 	var fresh int64

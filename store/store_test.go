@@ -531,3 +531,72 @@ func TestCheckMetadataFindsProblems(t *testing.T) {
 		t.Fatalf("found %d problems, want 3: %q", len(problems), problems)
 	}
 }
+
+// TestPackRoll fills a pack past PackRollSize: appending moves on to a new pack, the full one goes
+// once its chunks are freed, and a new process goes on appending to the newest pack.
+func TestPackRoll(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 70 MiB")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.NewChaCha8([32]byte{9})
+	chunk := func() []byte {
+		b := make([]byte, MaxChunkSize)
+		rng.Read(b)
+		return b
+	}
+	per := PackRollSize / RecordLen(MaxChunkSize) // whole records that fit in one pack
+	var datas [][]byte
+	var cs []Chunk
+	for range per + 2 {
+		d := chunk()
+		datas = append(datas, d)
+		cs = append(cs, putChunks(t, s, d)[0])
+	}
+	for i, c := range cs {
+		want := int64(1)
+		if int64(i) >= per {
+			want = 2
+		}
+		if c.Pack != want {
+			t.Fatalf("chunk %d went to pack %d, want %d", i, c.Pack, want)
+		}
+	}
+	if st := stats(t, s); st.Packs != 2 {
+		t.Fatalf("%d packs", st.Packs)
+	}
+	readBack(t, s, cs[0], datas[0])
+	readBack(t, s, cs[per], datas[per])
+	// Free the first pack's chunks: it is not appended to any more, so it goes.
+	snap := newSnapshotRow(t, s, "v")
+	err = s.Update(ctx, func(tx *Tx) error {
+		return tx.InsertDeltas(snap, []Delta{{Idx: 0, Chunk: cs[per].ID}, {Idx: 1, Chunk: cs[per+1].ID}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error { _, _, err := tx.ReleaseUnreferenced(); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files := packFiles(t, dir); len(files) != 1 || filepath.Base(files[0]) != "0000000002.pack" {
+		t.Fatalf("pack files %v, want only pack 2", files)
+	}
+	checkMetadata(t, s)
+	s.Close()
+	// A new process appends to pack 2, which has room.
+	s = openStore(t, dir, Options{})
+	d := chunk()
+	c := putChunks(t, s, d)[0]
+	if c.Pack != 2 || c.Offset != 2*RecordLen(MaxChunkSize) {
+		t.Fatalf("new chunk at pack %d offset %d", c.Pack, c.Offset)
+	}
+	readBack(t, s, c, d)
+	readBack(t, s, cs[per+1], datas[per+1])
+	checkMetadata(t, s)
+}
