@@ -1002,3 +1002,128 @@ func TestVerifyFindsCorruption(t *testing.T) {
 		t.Fatal("s3 reads wrong")
 	}
 }
+
+func TestVolumes(t *testing.T) {
+	u := newUnit(t, Options{})
+	path := filepath.Join(u.dir, "d.img")
+	if err := os.WriteFile(path, make([]byte, 100000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		spec VolumeSpec
+		want error
+	}{
+		{VolumeSpec{Name: "bad/name", Source: path}, ErrInvalid},
+		{VolumeSpec{Name: "v", Source: path, ChunkSize: 8 << 10}, ErrInvalid},
+		{VolumeSpec{Name: "v", Source: path, ChunkSize: 48 << 10}, ErrInvalid},
+		{VolumeSpec{Name: "v", Source: path, ChunkSize: 8 << 20}, ErrInvalid},
+		{VolumeSpec{Name: "v", Source: path, Kind: "swap"}, ErrInvalid},
+		{VolumeSpec{Name: "v", Source: path, Instance: ".x"}, ErrInvalid},
+		{VolumeSpec{Name: "v", Source: u.dir}, ErrInvalid},
+		{VolumeSpec{Name: "v", Source: filepath.Join(u.dir, "missing.img")}, os.ErrNotExist},
+		{VolumeSpec{Name: "v", Source: "/dev/null"}, ErrInvalid},
+	} {
+		if _, err := u.m.AddVolume(u.ctx, tc.spec); !errors.Is(err, tc.want) {
+			t.Errorf("AddVolume(%+v) = %v, want %v", tc.spec, err, tc.want)
+		}
+	}
+	if vs, _ := u.m.Volumes(u.ctx); len(vs) != 0 {
+		t.Fatalf("refused volumes registered: %+v", vs)
+	}
+	v, err := u.m.AddVolume(u.ctx, VolumeSpec{Name: "sys", Source: path, Kind: KindSystem, Instance: "vm1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.ChunkSize != DefaultChunkSize || v.Size != 100000 || v.Source != path || v.Chain != "" {
+		t.Fatalf("volume %+v", v)
+	}
+	if _, err := u.m.AddVolume(u.ctx, VolumeSpec{Name: "sys", Source: path}); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate volume: %v", err)
+	}
+	other := filepath.Join(u.dir, "other.img")
+	if err := os.WriteFile(other, make([]byte, 100), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.m.AddVolume(u.ctx, VolumeSpec{Name: "sys2", Source: other, Kind: KindSystem, Instance: "vm1"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second system disk of an instance: %v", err)
+	}
+	if _, err := u.m.AddVolume(u.ctx, VolumeSpec{Name: "data1", Source: other, Instance: "vm1"}); err != nil {
+		t.Fatal(err)
+	}
+	if sv, err := u.m.SystemVolume(u.ctx, "vm1"); err != nil || sv.Name != "sys" {
+		t.Fatalf("system volume of vm1: %+v, %v", sv, err)
+	}
+	if _, err := u.m.SystemVolume(u.ctx, "vm2"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("system volume of vm2: %v", err)
+	}
+	s := u.snap("sys", "s1")
+	if _, err := u.m.Clone(u.ctx, s.Ref(), CloneOptions{To: filepath.Join(u.dir, "c.img"), Volume: "c", Kind: KindSystem, Instance: "vm1"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("clone as a second system disk: %v", err)
+	}
+	// Forgetting a volume keeps its chain; a new volume of the same name starts another chain.
+	if err := u.m.RemoveVolume(u.ctx, "sys"); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.m.RemoveVolume(u.ctx, "sys"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second remove: %v", err)
+	}
+	if c, err := u.m.Chain(u.ctx, "sys"); err != nil || c.Volume != "" || c.Snapshots != 1 || c.Source != path {
+		t.Fatalf("chain of the forgotten volume: %+v, %v", c, err)
+	}
+	path2 := u.disk("sys", 50000)
+	s2 := u.snap("sys", "s1")
+	if s2.Chain != "sys-2" {
+		t.Fatalf("new volume's chain %q, want sys-2", s2.Chain)
+	}
+	if v, _ := u.m.Volume(u.ctx, "sys"); v.Chain != "sys-2" || v.Source != path2 {
+		t.Fatalf("volume %+v", v)
+	}
+	if !bytes.Equal(u.image(s.Ref()), u.read(path)) || !bytes.Equal(u.image(s2.Ref()), u.read(path2)) {
+		t.Fatal("snapshots read wrong")
+	}
+	// Restoring the old chain with no target goes to the disk it was made of.
+	u.write(path, 10, []byte("changed"))
+	if rs, err := u.m.Restore(u.ctx, s.Ref(), RestoreOptions{}); err != nil || rs.Target != path || rs.ChunksWritten != 1 {
+		t.Fatalf("restore of the forgotten volume's chain: %+v, %v", rs, err)
+	}
+}
+
+// TestEmptyDisk snapshots a disk of no bytes, then grown.
+func TestEmptyDisk(t *testing.T) {
+	u := newUnit(t, Options{})
+	path := u.disk("vol", 0)
+	s := u.snap("vol", "empty")
+	if s.Size != 0 || len(u.image(s.Ref())) != 0 {
+		t.Fatalf("empty snapshot %+v", s)
+	}
+	im, err := u.m.OpenImage(u.ctx, s.Ref())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := im.ReadAt(make([]byte, 10), 0); n != 0 || err != io.EOF {
+		t.Fatalf("read of an empty image: %d, %v", n, err)
+	}
+	if _, ok := im.SeekData(0); ok || im.SeekHole(0) != 0 {
+		t.Fatal("seek in an empty image")
+	}
+	im.Close()
+	u.write(path, 0, u.random(40000))
+	s2 := u.snap("vol", "grown")
+	if !bytes.Equal(u.image(s2.Ref()), u.read(path)) || !bytes.Equal(u.image(s.Ref()), nil) {
+		t.Fatal("snapshots read wrong")
+	}
+	to := filepath.Join(u.dir, "r.img")
+	if _, err := u.m.Restore(u.ctx, s.Ref(), RestoreOptions{To: to}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(to); err != nil || fi.Size() != 0 {
+		t.Fatalf("restore of an empty snapshot: %v", err)
+	}
+	if _, err := u.m.Restore(u.ctx, s.Ref(), RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != 0 {
+		t.Fatal("disk not cut to the empty snapshot")
+	}
+	u.verify()
+}
