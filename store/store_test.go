@@ -600,3 +600,55 @@ func TestPackRoll(t *testing.T) {
 	readBack(t, s, cs[per+1], datas[per+1])
 	checkMetadata(t, s)
 }
+
+// TestPutChunks stores a batch with chunks repeated inside it and chunks the store holds already.
+func TestPutChunks(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir(), Options{})
+	rng := rand.New(rand.NewPCG(20, 21))
+	a, b, c := randBytes(rng, 5000), randBytes(rng, 6000), randBytes(rng, 7000)
+	old := putChunks(t, s, a)[0]
+	var enc Encoder
+	item := func(d []byte) NewChunk {
+		return NewChunk{Hash: Sum(d), Size: len(d), Rec: append([]byte(nil), enc.Encode(d, Sum(d))...)}
+	}
+	var ids []int64
+	err := s.Update(ctx, func(tx *Tx) (err error) {
+		ids, err = tx.PutChunks([]NewChunk{item(b), item(a), item(b), item(c), item(c), item(a)})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 6 || ids[1] != old.ID || ids[5] != old.ID || ids[0] != ids[2] || ids[3] != ids[4] || ids[0] == ids[3] {
+		t.Fatalf("ids %v (a is %d)", ids, old.ID)
+	}
+	if st := stats(t, s); st.Chunks != 3 || st.StoredBytes != 3*RecordLen(6000) {
+		t.Fatalf("stats %+v", st)
+	}
+	for _, x := range []struct {
+		id   int64
+		data []byte
+	}{{ids[0], b}, {ids[1], a}, {ids[3], c}} {
+		ch, err := chunkByID(s, x.id)
+		if err != nil || ch.Refs != 0 {
+			t.Fatalf("chunk %d: %+v, %v", x.id, ch, err)
+		}
+		readBack(t, s, ch, x.data)
+	}
+	checkMetadata(t, s)
+	// A batch that rolls back leaves nothing and gives its space back.
+	err = s.Update(ctx, func(tx *Tx) error {
+		if _, err := tx.PutChunks([]NewChunk{item(randBytes(rng, 9000)), item(randBytes(rng, 9000))}); err != nil {
+			return err
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+	if st := stats(t, s); st.Chunks != 3 {
+		t.Fatalf("rolled-back batch: %+v", st)
+	}
+	checkMetadata(t, s)
+}
