@@ -877,6 +877,44 @@ func (md *model) checkAll() {
 	for _, d := range md.disks {
 		md.checkFile(d.path, d.data)
 	}
+	md.checkChains()
+}
+
+// checkChains compares each chain's description with its live snapshots: their number, the newest
+// one's size and the stored bytes of the distinct chunks they read.
+func (md *model) checkChains() {
+	md.t.Helper()
+	chains, err := md.m.Chains(md.ctx)
+	if err != nil {
+		md.fatalf("chains: %v", err)
+	}
+	for _, c := range chains {
+		var n, size, stored int64
+		seen := map[store.Hash]bool{}
+		for _, s := range md.snaps {
+			if s.chain != c.Name {
+				continue
+			}
+			n++
+			size = int64(len(s.data))
+			for off := 0; off < len(s.data); off += mChunk {
+				chunk := s.data[off:min(off+mChunk, len(s.data))]
+				h := store.Sum(chunk)
+				if allZero(chunk) || seen[h] {
+					continue
+				}
+				seen[h] = true
+				var st int64
+				if err := md.db.QueryRow(`SELECT stored_size FROM chunks WHERE hash = ?`, h[:]).Scan(&st); err != nil {
+					md.fatalf("chunk %s of chain %s: %v", h, c.Name, err)
+				}
+				stored += st
+			}
+		}
+		if c.Snapshots != n || c.Size != size || c.StoredBytes != stored {
+			md.fatalf("chain %+v: want %d snapshots, size %d, %d stored bytes", c, n, size, stored)
+		}
+	}
 }
 
 // deleteEverything deletes every snapshot, in random order, and checks that the packs are left with

@@ -1127,3 +1127,48 @@ func TestEmptyDisk(t *testing.T) {
 	}
 	u.verify()
 }
+
+// TestChunkSizes snapshots, changes, restores and clones disks with the smallest, the default and the
+// largest chunk size.
+func TestChunkSizes(t *testing.T) {
+	u := newUnit(t, Options{})
+	for _, cs := range []int64{MinChunkSize, DefaultChunkSize, MaxChunkSize} {
+		name := fmt.Sprintf("c%d", cs>>10)
+		size := 2*cs + cs/2 + 5
+		path := filepath.Join(u.dir, name+".img")
+		data := u.random(int(size))
+		copy(data[cs/4:], make([]byte, cs)) // a zero run across a chunk boundary
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.m.AddVolume(u.ctx, VolumeSpec{Name: name, Source: path, ChunkSize: cs}); err != nil {
+			t.Fatal(err)
+		}
+		s1 := u.snap(name, "s1")
+		before := u.stats()
+		u.write(path, cs+7, []byte("changed"))
+		changed := u.read(path)
+		s2 := u.snap(name, "s2")
+		if st := u.stats(); s2.Chunks != 1 || st.Chunks != before.Chunks+1 || s2.ChunkSize != cs {
+			t.Fatalf("chunk size %d: %d deltas, %d new chunks", cs, s2.Chunks, st.Chunks-before.Chunks)
+		}
+		if !bytes.Equal(u.image(s1.Ref()), data) || !bytes.Equal(u.image(s2.Ref()), changed) {
+			t.Fatalf("chunk size %d: images differ", cs)
+		}
+		rs, err := u.m.Restore(u.ctx, s1.Ref(), RestoreOptions{})
+		if err != nil || rs.ChunksWritten != 1 || !bytes.Equal(u.read(path), data) {
+			t.Fatalf("chunk size %d: restore %+v, %v", cs, rs, err)
+		}
+		to := filepath.Join(u.dir, name+"-clone.img")
+		if _, err := u.m.Clone(u.ctx, s2.Ref(), CloneOptions{To: to, Volume: name + "-clone"}); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(u.read(to), changed) {
+			t.Fatalf("chunk size %d: clone differs", cs)
+		}
+		if s3 := u.snap(name+"-clone", "s3"); s3.Chunks != 0 || s3.ChunkSize != cs {
+			t.Fatalf("chunk size %d: snapshot of the clone %+v", cs, s3)
+		}
+	}
+	u.verify()
+}
