@@ -166,3 +166,23 @@ func readImage(t *testing.T, m *Manager, ref string) []byte {
 	}
 	return buf
 }
+
+// TestFreezeRefusals: --freeze takes only a mount point, and never the filesystem the store is on
+// (the snapshot's own writes would wait for a thaw that comes after them).
+func TestFreezeRefusals(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	e := newEnv(t, 1<<20)
+	e.m.AddVolume(ctx, VolumeSpec{Name: "v", Source: e.disk})
+	storeFS := sh(t, "findmnt", "-n", "-o", "TARGET", "--target", e.m.Store().Dir())
+	for _, dir := range []string{e.dir, storeFS, filepath.Join(e.dir, "missing")} {
+		_, err := e.m.CreateSnapshot(ctx, "v", CreateOptions{Freeze: dir})
+		if err == nil {
+			t.Fatalf("freeze %s: accepted", dir)
+		}
+		t.Logf("freeze %s: %v", dir, err)
+	}
+	if ss, _ := e.m.Snapshots(ctx, "v"); len(ss) != 0 {
+		t.Fatalf("%d snapshots after refusals", len(ss))
+	}
+}

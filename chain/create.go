@@ -43,6 +43,11 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 			return Snapshot{}, err
 		}
 	}
+	if opts.Freeze != "" {
+		if err := checkFreezable(opts.Freeze, m.st.Dir()); err != nil {
+			return Snapshot{}, err
+		}
+	}
 	now := time.Now
 	if opts.Now != nil {
 		now = opts.Now
@@ -200,7 +205,7 @@ func freeName(tx *store.Tx, chain int64, vol string, now time.Time) (string, err
 // run reads the disk (frozen if asked), stores what changed and publishes the snapshot.
 func (j *createJob) run(ctx context.Context, freezeAt string) error {
 	if freezeAt != "" {
-		thaw, err := freeze(freezeAt)
+		thaw, err := freeze(freezeAt, j.m.st.Dir())
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -165,15 +166,38 @@ const (
 	ioctlFITHAW   = 0xC0045878
 )
 
-// freeze freezes the filesystem mounted at mountpoint (FIFREEZE) and returns the function that thaws it.
-func freeze(mountpoint string) (thaw func() error, err error) {
+// checkFreezable refuses what FIFREEZE must not be given: a directory that is not a mount point (it
+// would freeze whatever filesystem holds it, the root one included) and the filesystem that holds the
+// store (writing the snapshot would wait for a thaw that comes after the snapshot).
+func checkFreezable(mountpoint, storeDir string) error {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return fmt.Errorf("%w: freeze %s: %v", ErrInvalid, mountpoint, err)
+	}
+	var st, storeSt unix.Stat_t
+	if err := unix.Stat(abs, &st); err != nil {
+		return fmt.Errorf("freeze %s: %w", abs, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("%w: freeze %s: not a directory", ErrInvalid, abs)
+	case !isMountPoint(abs):
+		return fmt.Errorf("%w: freeze %s: not a mount point", ErrInvalid, abs)
+	case unix.Stat(storeDir, &storeSt) == nil && storeSt.Dev == st.Dev:
+		return fmt.Errorf("%w: freeze %s: the store is on that filesystem", ErrInvalid, abs)
+	}
+	return nil
+}
+
+// freeze freezes the filesystem mounted at mountpoint (FIFREEZE), after checkFreezable, and returns
+// the function that thaws it.
+func freeze(mountpoint, storeDir string) (thaw func() error, err error) {
+	if err := checkFreezable(mountpoint, storeDir); err != nil {
+		return nil, err
+	}
 	f, err := os.Open(mountpoint)
 	if err != nil {
 		return nil, fmt.Errorf("freeze %s: %w", mountpoint, unwrapPath(err))
-	}
-	if fi, _ := f.Stat(); fi == nil || !fi.IsDir() {
-		f.Close()
-		return nil, fmt.Errorf("%w: freeze %s: not a directory", ErrInvalid, mountpoint)
 	}
 	if err := unix.IoctlSetInt(int(f.Fd()), ioctlFIFREEZE, 0); err != nil {
 		f.Close()
@@ -186,4 +210,40 @@ func freeze(mountpoint string) (thaw func() error, err error) {
 		}
 		return nil
 	}, nil
+}
+
+// isMountPoint reports whether dir (absolute, clean) is where a filesystem is mounted.
+func isMountPoint(dir string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMount(fields[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, and so on).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
