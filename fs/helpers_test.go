@@ -162,10 +162,29 @@ func waitGone(t *testing.T, pid int, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for processAlive(pid) {
 		if time.Now().After(deadline) {
-			t.Fatalf("process %d still running after %s", pid, d)
+			t.Fatalf("process %d still running after %s:\n%s", pid, d, processDiagnostics(pid))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// processDiagnostics describes where a process that should have exited is stuck: its state and the
+// kernel stacks of its threads, and the store's daemon log when the process is a daemon.
+func processDiagnostics(pid int) string {
+	var b strings.Builder
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fmt.Fprintf(&b, "stat: %s\n", stat)
+	stacks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stack", pid))
+	for _, s := range stacks {
+		st, _ := os.ReadFile(s)
+		if len(st) > 0 {
+			fmt.Fprintf(&b, "%s:\n%s", s, st)
+		}
+	}
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
+		fmt.Fprintf(&b, "cwd: %s\n", cwd)
+	}
+	return b.String()
 }
 
 // processAlive reports whether pid exists and is not a zombie.
