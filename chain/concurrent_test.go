@@ -2,6 +2,7 @@ package chain
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -17,8 +18,8 @@ import (
 func TestConcurrentChains(t *testing.T) {
 	u := newUnit(t, Options{CacheBytes: 256 << 10})
 	rounds := 40
-	if testing.Short() {
-		rounds = 10
+	if testing.Short() || raceEnabled {
+		rounds = 12
 	}
 	type snap struct {
 		ref  string
@@ -26,6 +27,7 @@ func TestConcurrentChains(t *testing.T) {
 	}
 	var mu sync.Mutex
 	live := map[string][]snap{}
+	shared := map[string][]byte{} // every live snapshot, for the reader
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	fail := func(format string, args ...any) { errs <- fmt.Errorf(format, args...) }
@@ -63,9 +65,18 @@ func TestConcurrentChains(t *testing.T) {
 					return
 				}
 				mine = append(mine, snap{s.Ref(), bytes.Clone(data)})
+				mu.Lock()
+				shared[s.Ref()] = mine[len(mine)-1].data
+				mu.Unlock()
 				switch rng.IntN(4) {
 				case 0: // delete one
 					k := rng.IntN(len(mine))
+					if rng.IntN(2) == 0 {
+						k = len(mine) - 1 // the newest: the next snapshot is made against it
+					}
+					mu.Lock()
+					delete(shared, mine[k].ref)
+					mu.Unlock()
 					if _, err := u.m.DeleteSnapshot(u.ctx, mine[k].ref); err != nil {
 						fail("delete %s: %v", mine[k].ref, err)
 						return
@@ -112,6 +123,48 @@ func TestConcurrentChains(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var side sync.WaitGroup
+	side.Add(1)
+	go func() { // read any chain's snapshots, holding some open across deletes and snapshots
+		defer side.Done()
+		rng := rand.New(rand.NewPCG(9, 9))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			mu.Lock()
+			var ref string
+			var want []byte
+			for r, d := range shared {
+				ref, want = r, d
+				break
+			}
+			mu.Unlock()
+			if ref == "" {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			im, err := u.m.OpenImage(u.ctx, ref)
+			if err != nil {
+				if !errors.Is(err, ErrNotFound) {
+					fail("open %s: %v", ref, err)
+				}
+				continue
+			}
+			got := make([]byte, im.Size())
+			if _, err := im.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+				fail("reader: %s reads wrong (%v)", ref, err)
+			}
+			time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
+			if _, err := im.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+				fail("reader: %s reads wrong after a while (%v)", ref, err)
+			}
+			if err := im.Close(); err != nil {
+				fail("close %s: %v", ref, err)
+			}
+		}
+	}()
 	side.Add(1)
 	go func() { // verify and gc while the others work
 		defer side.Done()
