@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -293,6 +294,16 @@ func (m *Manager) volumeView(tx *store.Tx, v store.Volume) (Volume, error) {
 }
 
 func (m *Manager) chainView(tx *store.Tx, c store.Chain) (Chain, error) {
+	out, err := m.chainInfo(tx, c)
+	if err != nil {
+		return out, err
+	}
+	out.StoredBytes, err = tx.ChainStoredBytes(c.ID)
+	return out, err
+}
+
+// chainInfo is chainView without StoredBytes, which takes a pass over the chain's deltas.
+func (m *Manager) chainInfo(tx *store.Tx, c store.Chain) (Chain, error) {
 	out := Chain{Name: c.Name, Region: c.Region, Source: c.Source, ChunkSize: c.ChunkSize, Created: fromNanos(c.Created)}
 	if c.VolumeID != 0 {
 		v, err := tx.VolumeByID(c.VolumeID)
@@ -309,12 +320,12 @@ func (m *Manager) chainView(tx *store.Tx, c store.Chain) (Chain, error) {
 	if len(snaps) > 0 {
 		out.Size = snaps[len(snaps)-1].Size
 	}
-	out.StoredBytes, err = tx.ChainStoredBytes(c.ID)
-	return out, err
+	return out, nil
 }
 
-// snapshotViews describes a chain's ready snapshots, with the data unique to each.
-func (m *Manager) snapshotViews(tx *store.Tx, c store.Chain) ([]Snapshot, error) {
+// snapshotViews describes a chain's ready snapshots; with stats, with the data unique to each, which
+// costs a pass over each snapshot's own deltas (the first snapshot's are the whole disk).
+func (m *Manager) snapshotViews(tx *store.Tx, c store.Chain, stats bool) ([]Snapshot, error) {
 	snaps, err := tx.Snapshots(c.ID, StatusReady)
 	if err != nil {
 		return nil, err
@@ -329,19 +340,16 @@ func (m *Manager) snapshotViews(tx *store.Tx, c store.Chain) ([]Snapshot, error)
 		if i > 0 {
 			parent = snaps[i-1].ID
 		}
-		if out[i], err = m.snapshotView(tx, c, s, next, parent); err != nil {
-			return nil, err
+		out[i] = Snapshot{ID: s.ID, Chain: c.Name, Name: s.Name, Volume: s.Volume, Seq: s.Seq, Created: fromNanos(s.Created),
+			Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Parent: parent, Origin: s.Origin}
+		if stats {
+			out[i].Chunks, out[i].UniqueBytes, err = tx.DeltaStats(s.ID, next.ID, chunkCount(next.Size, c.ChunkSize))
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil
-}
-
-func (m *Manager) snapshotView(tx *store.Tx, c store.Chain, s, next store.Snapshot, parent int64) (Snapshot, error) {
-	out := Snapshot{ID: s.ID, Chain: c.Name, Name: s.Name, Volume: s.Volume, Seq: s.Seq, Created: fromNanos(s.Created),
-		Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Parent: parent, Origin: s.Origin}
-	var err error
-	out.Chunks, out.UniqueBytes, err = tx.DeltaStats(s.ID, next.ID, chunkCount(next.Size, c.ChunkSize))
-	return out, err
 }
 
 func chunkCount(size, chunkSize int64) int64 { return (size + chunkSize - 1) / chunkSize }
@@ -416,8 +424,46 @@ func (m *Manager) Chain(ctx context.Context, name string) (Chain, error) {
 	return out, err
 }
 
-// Snapshots lists the ready snapshots of a chain, oldest first, or of every chain when chainName is "".
+// ChainInfo is Chain without StoredBytes (left zero), at no cost per chunk.
+func (m *Manager) ChainInfo(ctx context.Context, name string) (Chain, error) {
+	var out Chain
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		c, err := tx.ChainByName(name)
+		if err != nil {
+			return err
+		}
+		out, err = m.chainInfo(tx, c)
+		return err
+	})
+	return out, err
+}
+
+// ChainNames lists the chains' names, in order.
+func (m *Manager) ChainNames(ctx context.Context) ([]string, error) {
+	var names []string
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		cs, err := tx.Chains()
+		for _, c := range cs {
+			names = append(names, c.Name)
+		}
+		return err
+	})
+	return names, err
+}
+
+// Snapshots lists the ready snapshots of a chain, oldest first, or of every chain when chainName is "",
+// with the changed chunks and unique bytes of each.
 func (m *Manager) Snapshots(ctx context.Context, chainName string) ([]Snapshot, error) {
+	return m.listSnapshots(ctx, chainName, true)
+}
+
+// SnapshotNames is Snapshots without Chunks and UniqueBytes (left zero): it reads only the snapshot
+// rows, never a snapshot's deltas, so it costs nothing per chunk of the disk.
+func (m *Manager) SnapshotNames(ctx context.Context, chainName string) ([]Snapshot, error) {
+	return m.listSnapshots(ctx, chainName, false)
+}
+
+func (m *Manager) listSnapshots(ctx context.Context, chainName string, stats bool) ([]Snapshot, error) {
 	var out []Snapshot
 	err := m.st.View(ctx, func(tx *store.Tx) error {
 		var cs []store.Chain
@@ -434,7 +480,7 @@ func (m *Manager) Snapshots(ctx context.Context, chainName string) ([]Snapshot, 
 			cs = []store.Chain{c}
 		}
 		for _, c := range cs {
-			views, err := m.snapshotViews(tx, c)
+			views, err := m.snapshotViews(tx, c, stats)
 			if err != nil {
 				return err
 			}
@@ -445,25 +491,44 @@ func (m *Manager) Snapshots(ctx context.Context, chainName string) ([]Snapshot, 
 	return out, err
 }
 
-// Snapshot describes the snapshot ref names.
+// Snapshot describes the snapshot ref names, with its changed chunks and unique bytes.
 func (m *Manager) Snapshot(ctx context.Context, ref string) (Snapshot, error) {
+	return m.findSnapshot(ctx, ref, true)
+}
+
+// SnapshotInfo is Snapshot without Chunks and UniqueBytes (left zero), at no cost per chunk.
+func (m *Manager) SnapshotInfo(ctx context.Context, ref string) (Snapshot, error) {
+	return m.findSnapshot(ctx, ref, false)
+}
+
+func (m *Manager) findSnapshot(ctx context.Context, ref string, stats bool) (Snapshot, error) {
 	var out Snapshot
 	err := m.st.View(ctx, func(tx *store.Tx) error {
 		s, c, err := resolve(tx, ref)
 		if err != nil {
 			return err
 		}
-		views, err := m.snapshotViews(tx, c)
+		snaps, err := tx.Snapshots(c.ID, StatusReady)
 		if err != nil {
 			return err
 		}
-		for _, v := range views {
-			if v.ID == s.ID {
-				out = v
-				return nil
-			}
+		i := slices.IndexFunc(snaps, func(x store.Snapshot) bool { return x.ID == s.ID })
+		if i < 0 {
+			return fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
 		}
-		return fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
+		out = Snapshot{ID: s.ID, Chain: c.Name, Name: s.Name, Volume: s.Volume, Seq: s.Seq, Created: fromNanos(s.Created),
+			Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Origin: s.Origin}
+		if i > 0 {
+			out.Parent = snaps[i-1].ID
+		}
+		if stats {
+			var next store.Snapshot
+			if i+1 < len(snaps) {
+				next = snaps[i+1]
+			}
+			out.Chunks, out.UniqueBytes, err = tx.DeltaStats(s.ID, next.ID, chunkCount(next.Size, c.ChunkSize))
+		}
+		return err
 	})
 	return out, err
 }

@@ -163,7 +163,7 @@ func (f *FS) snapshotNames(ctx context.Context, chainName string) (map[string]bo
 	if chainName == "" {
 		return taken, nil
 	}
-	snaps, err := f.m.Snapshots(ctx, chainName)
+	snaps, err := f.m.SnapshotNames(ctx, chainName)
 	if err != nil {
 		return nil, fmt.Errorf("list chain %s: %w", chainName, err)
 	}

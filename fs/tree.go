@@ -63,13 +63,13 @@ type chainsDir struct{}
 func (chainsDir) key() string { return "chains" }
 
 func (chainsDir) list(ctx context.Context, f *FS) ([]named, error) {
-	chains, err := f.m.Chains(ctx)
+	names, err := f.m.ChainNames(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list chains: %w", err)
 	}
-	out := make([]named, len(chains))
-	for i, c := range chains {
-		out[i] = named{c.Name, f.newDir(chainDir{name: c.Name})}
+	out := make([]named, len(names))
+	for i, name := range names {
+		out[i] = named{name, f.newDir(chainDir{name: name})}
 	}
 	return out, nil
 }
@@ -78,7 +78,7 @@ func (chainsDir) find(ctx context.Context, f *FS, name string) (node, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
-	if _, err := f.m.Chain(ctx, name); err != nil {
+	if _, err := f.m.ChainInfo(ctx, name); err != nil {
 		return nil, fmt.Errorf("chain %s: %w", name, err)
 	}
 	return f.newDir(chainDir{name: name}), nil
@@ -115,7 +115,7 @@ func (d chainDir) key() string { return "chains/" + d.name }
 func (d chainDir) info(f *FS) node { return f.newText(d.key()+"/info", f.chainInfo(d.name)) }
 
 func (d chainDir) list(ctx context.Context, f *FS) ([]named, error) {
-	snaps, err := f.m.Snapshots(ctx, d.name)
+	snaps, err := f.m.SnapshotNames(ctx, d.name)
 	if err != nil {
 		return nil, fmt.Errorf("list chain %s: %w", d.name, err)
 	}
@@ -135,7 +135,7 @@ func (d chainDir) find(ctx context.Context, f *FS, name string) (node, error) {
 	if !ok || validName(snap) != nil {
 		return nil, fmt.Errorf("%s/%s: %w", d.key(), name, chain.ErrNotFound)
 	}
-	s, err := f.m.Snapshot(ctx, d.name+"/"+snap)
+	s, err := f.m.SnapshotInfo(ctx, d.name+"/"+snap)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s/%s: %w", d.name, snap, err)
 	}
