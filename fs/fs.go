@@ -16,6 +16,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -104,19 +105,36 @@ func (f *FS) errno(op string, err error) syscall.Errno {
 }
 
 // SnapshotDeleted makes the kernel forget the image of a snapshot deleted while mounted, which it
-// would otherwise keep finding for up to an hour. It returns at once: the kernel is told from
-// another goroutine, since telling it from inside a file operation would deadlock. Files already
-// open on the image go on reading it.
-func (f *FS) SnapshotDeleted(chainName, name string) {
+// would otherwise keep finding for up to an hour. Files already open on the image go on reading it.
+// It returns at once: the kernel is told from another goroutine, since telling it from inside a file
+// operation would deadlock. The channel it returns is closed once the kernel has been told; callers
+// outside file operations may wait on it so that the image is gone when they report the delete.
+func (f *FS) SnapshotDeleted(chainName, name string) <-chan struct{} {
+	return f.forget(name+imageSuffix, "chains", chainName)
+}
+
+// VolumeRemoved makes the kernel forget volumes/NAME of a volume removed while mounted, at once rather
+// than when its name's cache lifetime ends. It returns like SnapshotDeleted.
+func (f *FS) VolumeRemoved(name string) <-chan struct{} {
+	return f.forget(name, "volumes")
+}
+
+// forget tells the kernel, from another goroutine, that the directory at path (from the root) no
+// longer holds name. Nothing is told when the kernel never looked the directory up. The channel
+// returned is closed when it is done.
+func (f *FS) forget(name string, path ...string) <-chan struct{} {
+	done := make(chan struct{})
 	go func() {
-		chains := f.root.GetChild("chains")
-		if chains == nil {
-			return
-		}
-		if c := chains.GetChild(chainName); c != nil {
-			if errno := c.NotifyEntry(name + imageSuffix); errno != 0 && errno != syscall.ENOENT {
-				f.log.Printf("forget %s/%s%s: %v", chainName, name, imageSuffix, errno)
+		defer close(done)
+		dir := f.root.EmbeddedInode()
+		for _, p := range path {
+			if dir = dir.GetChild(p); dir == nil {
+				return
 			}
 		}
+		if errno := dir.NotifyEntry(name); errno != 0 && errno != syscall.ENOENT {
+			f.log.Printf("forget %s/%s: %v", strings.Join(path, "/"), name, errno)
+		}
 	}()
+	return done
 }
