@@ -2,7 +2,8 @@ package main
 
 // The mount daemon: `snapfs mount DIR` re-runs itself as `snapfs mount --foreground DIR` in a new
 // session, with its output going to STORE/daemon.log, and returns once the child says (through a pipe
-// passed as fd 3) that the mount is ready, or why it failed.
+// passed as fd 3) that the mount is ready, or why it failed. The daemon holds the store's writer lock
+// and applies the ops other commands forward to it (daemon_rpc.go).
 
 import (
 	"bytes"
@@ -136,11 +137,12 @@ func readyPipe() *os.File {
 }
 
 // serveMount mounts the store and serves it until it is unmounted (or signalled: the first SIGTERM,
-// SIGINT or SIGHUP unmounts, lazily when busy; a second one exits at once).
+// SIGINT or SIGHUP unmounts, lazily when busy; a second one exits at once). Meanwhile it applies the
+// ops commands forward to it on the store's socket.
 func serveMount(ctx context.Context, o mountOpts) error {
 	ready := readyPipe()
 	logger := log.New(os.Stderr, "snapfs: ", log.LstdFlags)
-	srv, fsys, m, err := mount(ctx, o, logger)
+	d, err := mount(ctx, o, logger)
 	pidPath := filepath.Join(o.store, daemonPIDName)
 	if err == nil {
 		if werr := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); werr != nil {
@@ -159,51 +161,86 @@ func serveMount(ctx context.Context, o mountOpts) error {
 		return err
 	}
 	logger.Printf("serving %s at %s (pid %d)", o.store, o.dir, os.Getpid())
-	waitUnmount(srv, logger)
-	fsys.Close()
+	waitUnmount(d.srv, logger)
 	os.Remove(pidPath)
-	if err := m.Close(); err != nil {
-		return fmt.Errorf("close store: %w", err)
+	if err := d.close(); err != nil {
+		return err
 	}
 	logger.Printf("unmounted %s", o.dir)
 	return nil
 }
 
-// mount opens the store as its writer and mounts it at o.dir, first detaching a stale mount a killed
-// daemon left there.
-func mount(ctx context.Context, o mountOpts, logger *log.Logger) (*snapfs.Server, *snapfs.FS, *chain.Manager, error) {
-	if stale, err := snapfs.DetachStale(o.dir); err != nil {
-		return nil, nil, nil, fmt.Errorf("mount: %w", err)
-	} else if stale {
-		logger.Printf("detached the stale mount at %s", o.dir)
+// served is what a daemon serves: the mount, its file system, the store's writer and the socket
+// commands reach the writer by.
+type served struct {
+	srv  *snapfs.Server
+	fsys *snapfs.FS
+	m    *chain.Manager
+	rpc  *rpcServer
+}
+
+// close stops taking ops (cancelling those running), then closes the file system and the store. The
+// mount must be gone.
+func (d *served) close() error {
+	err := d.rpc.Close()
+	d.fsys.Close()
+	if cerr := d.m.Close(); cerr != nil {
+		return fmt.Errorf("close store: %w", cerr)
 	}
-	if e, ok, err := snapfs.FindMount(o.dir); err != nil {
-		return nil, nil, nil, fmt.Errorf("mount: %w", err)
-	} else if ok && e.Type == "fuse."+snapfs.FSType {
-		return nil, nil, nil, fmt.Errorf("mount: %s is already a snapfs mount (of %s)", o.dir, e.Source)
-	}
-	if st, err := os.Stat(o.dir); err != nil {
-		return nil, nil, nil, fmt.Errorf("mount: %w", err)
-	} else if !st.IsDir() {
-		return nil, nil, nil, fmt.Errorf("mount: %s is not a directory", o.dir)
+	return err
+}
+
+// mount opens the store as its writer, listens on its socket and mounts it at o.dir, first detaching
+// a stale mount a killed daemon left there.
+func mount(ctx context.Context, o mountOpts, logger *log.Logger) (*served, error) {
+	if err := checkMountPoint(o.dir, logger); err != nil {
+		return nil, fmt.Errorf("mount: %w", err)
 	}
 	if err := checkStoreExists(ctx, o.store); err != nil {
-		return nil, nil, nil, fmt.Errorf("mount: %w", err)
+		return nil, fmt.Errorf("mount: %w", err)
 	}
 	m, err := chain.Open(ctx, o.store, chain.Options{})
 	if errors.Is(err, chain.ErrLocked) {
-		return nil, nil, nil, fmt.Errorf("mount: %w (is it mounted already, or is a command running?)", err)
+		return nil, fmt.Errorf("mount: %w (is it mounted already, or is a command running?)", err)
 	} else if err != nil {
-		return nil, nil, nil, fmt.Errorf("mount: open store %s: %w", o.store, err)
+		return nil, fmt.Errorf("mount: open store %s: %w", o.store, err)
+	}
+	rpc, err := listenRPC(o.store, m, logger)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("mount: %w", err)
 	}
 	fsys := snapfs.New(m, snapfs.Options{Logger: logger})
 	srv, err := fsys.Mount(o.dir, snapfs.MountOptions{AllowOther: o.allowOther, Source: o.store, Debug: o.debug, Logger: logger})
 	if err != nil {
+		rpc.Close()
 		fsys.Close()
 		m.Close()
-		return nil, nil, nil, fmt.Errorf("mount: %w", err)
+		return nil, fmt.Errorf("mount: %w", err)
 	}
-	return srv, fsys, m, nil
+	rpc.serve(fsys)
+	return &served{srv: srv, fsys: fsys, m: m, rpc: rpc}, nil
+}
+
+// checkMountPoint checks that dir is a directory and no snapfs mount, detaching the stale mount a
+// killed daemon left there.
+func checkMountPoint(dir string, logger *log.Logger) error {
+	if stale, err := snapfs.DetachStale(dir); err != nil {
+		return err
+	} else if stale {
+		logger.Printf("detached the stale mount at %s", dir)
+	}
+	if e, ok, err := snapfs.FindMount(dir); err != nil {
+		return err
+	} else if ok && e.Type == "fuse."+snapfs.FSType {
+		return fmt.Errorf("%s is already a snapfs mount (of %s)", dir, e.Source)
+	}
+	if st, err := os.Stat(dir); err != nil {
+		return err
+	} else if !st.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
 }
 
 // waitUnmount returns once the mount is gone: unmounted from outside, or by a signal here.

@@ -26,7 +26,8 @@ func mountCommand() *cli.Command {
 		ArgsUsage: "DIR",
 		Description: "DIR/volumes/VOLUME/{ctl,status,info} and DIR/chains/CHAIN/{info,NAME.img}: one\n" +
 			"read-only image per snapshot; write \"snapshot [NAME]\" to a volume's ctl to snapshot it.\n" +
-			"The store's writer runs in a background daemon (log: STORE/daemon.log) until `snapfs umount DIR`.",
+			"The store's writer runs in a background daemon (log: STORE/daemon.log) until `snapfs umount DIR`;\n" +
+			"meanwhile other snapfs commands on the store go through it (socket: STORE/daemon.sock).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "foreground", Usage: "serve from this process until unmounted or signalled"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users in (root, or user_allow_other in /etc/fuse.conf)"},

@@ -4,10 +4,10 @@ package main
 //
 // Only one process may open a store as its writer. Every command that changes the store (and every
 // one that needs the writer: restore, clone, verify, gc) describes what it wants as an op, plain
-// data that survives a round trip through JSON, and hands it to runWriterOp. Today runWriterOp opens
-// the store as writer in this process and applies the op. A later change can make it forward the op
-// to a running snapfs daemon that already holds the writer lock (e.g. over a unix socket), stream
-// the progress callbacks back and return the daemon's result, without touching the commands.
+// data that survives a round trip through JSON, and hands it to runWriterOp. runWriterOp opens the
+// store as writer in this process and applies the op; when a mount daemon holds the writer lock, it
+// forwards the op to the daemon instead (daemon_rpc.go), which streams the progress back and answers
+// with the op's result or error, so that the commands work the same either way.
 //
 // Because an op may be applied by another process, everything in it must be independent of the
 // caller: paths are made absolute and names are checked before the op is built.
@@ -61,9 +61,9 @@ type deleted struct {
 	Stats    chain.DeleteStats `json:"stats"`
 }
 
-// runWriterOp applies o to the store in storeDir as its writer, creating the store if needed, and
-// returns the op's result (see apply). progress, which must not be nil, sees long operations
-// advance.
+// runWriterOp applies o to the store in storeDir as its writer, creating the store if needed, or
+// has the mount daemon that holds the writer lock apply it; it returns the op's result (see apply).
+// progress, which must not be nil, sees long operations advance.
 func runWriterOp(ctx context.Context, storeDir string, o op, progress chain.Progress) (any, error) {
 	if !o.createsStore() {
 		if err := checkStoreExists(ctx, storeDir); err != nil {
@@ -71,6 +71,9 @@ func runWriterOp(ctx context.Context, storeDir string, o op, progress chain.Prog
 		}
 	}
 	m, err := chain.Open(ctx, storeDir, chain.Options{Region: o.Args.Region})
+	if errors.Is(err, chain.ErrLocked) {
+		return forwardIfDaemon(ctx, storeDir, o, progress, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -79,6 +82,19 @@ func runWriterOp(ctx context.Context, storeDir string, o op, progress chain.Prog
 		err = fmt.Errorf("close store: %w", cerr)
 	}
 	return res, err
+}
+
+// forwardIfDaemon has the daemon that holds the store's writer lock apply o. When no daemon listens
+// (another command holds the lock) it returns locked, the error opening the store gave.
+func forwardIfDaemon(ctx context.Context, storeDir string, o op, progress chain.Progress, locked error) (any, error) {
+	conn, err := dialDaemon(storeDir)
+	switch {
+	case errors.Is(err, errNoDaemon):
+		return nil, locked
+	case err != nil:
+		return nil, fmt.Errorf("%w; %v", locked, err)
+	}
+	return forwardOp(ctx, conn, o, progress)
 }
 
 // createsStore reports whether o may create the store when there is none: init and volume add do;
