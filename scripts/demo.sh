@@ -127,7 +127,7 @@ if "$SNAPFS" mount --help >/dev/null 2>&1; then
 	run cat "$LOOPMNT/hello.txt"
 	run umount "$LOOPMNT"
 	bold "dd-restore an image to a file"
-	run dd if="$MNT/chains/web1/$last.img" of="$DEMO_DIR/restored.img" bs=1M status=none
+	run dd if="$MNT/chains/web1/$last.img" of="$DEMO_DIR/restored.img" bs=1M
 	[ "$(sha256sum <"$DEMO_DIR/restored.img" | cut -d' ' -f1)" = "$sha_wednesday" ] && echo "dd restore is bit-exact"
 	run snapfs umount "$MNT"
 fi
