@@ -20,6 +20,9 @@ import (
 type Backend interface {
 	// Append stores one encoded record and says where it went. It is not durable until Sync.
 	Append(ctx context.Context, rec []byte) (pack, offset int64, err error)
+	// Settle says that the transaction that appended extents has ended, committed or not: until then
+	// their packs must not be removed, even when no committed chunk lives in them.
+	Settle(extents []Extent)
 	// Read returns the verified raw bytes of chunk c appended to dst[:0].
 	Read(ctx context.Context, dst []byte, c Chunk) ([]byte, error)
 	// Sync makes every appended record durable.
@@ -48,12 +51,14 @@ type packBackend struct {
 	cur     int64 // pack being appended to, 0 before the first append
 	curSize int64
 	dirty   map[int64]bool
+	pending map[int64]int // records appended by transactions still open, per pack
 
 	bufs sync.Pool
 }
 
 func newPackBackend(dir string, db *sql.DB, readOnly bool) *packBackend {
-	return &packBackend{dir: dir, db: db, readOnly: readOnly, files: map[int64]*os.File{}, dirty: map[int64]bool{}}
+	return &packBackend{dir: dir, db: db, readOnly: readOnly, files: map[int64]*os.File{}, dirty: map[int64]bool{},
+		pending: map[int64]int{}}
 }
 
 func (b *packBackend) path(id int64) string {
@@ -128,7 +133,18 @@ func (b *packBackend) Append(ctx context.Context, rec []byte) (int64, int64, err
 	}
 	b.curSize += int64(len(rec))
 	b.dirty[b.cur] = true
+	b.pending[b.cur]++
 	return b.cur, off, nil
+}
+
+func (b *packBackend) Settle(extents []Extent) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, e := range extents {
+		if b.pending[e.Pack]--; b.pending[e.Pack] <= 0 {
+			delete(b.pending, e.Pack)
+		}
+	}
 }
 
 // rollLocked picks the pack to append to: on the first append of this process the newest pack if it
@@ -240,7 +256,7 @@ func (b *packBackend) punch(e Extent) error {
 func (b *packBackend) removeIfEmpty(ctx context.Context, id int64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if id == b.cur {
+	if id == b.cur || b.pending[id] > 0 {
 		return nil
 	}
 	var used bool

@@ -189,11 +189,14 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 	if err != nil {
 		sqlTx.Rollback()
+		s.chunks.Settle(tx.appended)
 		// Records no committed row references are garbage: give their space back now.
 		s.chunks.Free(context.WithoutCancel(ctx), tx.appended)
 		return err
 	}
-	if err := sqlTx.Commit(); err != nil {
+	err = sqlTx.Commit()
+	s.chunks.Settle(tx.appended)
+	if err != nil {
 		// Whether a failed COMMIT left anything committed is for the database to say: punch only
 		// records that no committed row covers.
 		s.chunks.Free(context.WithoutCancel(ctx), s.uncommitted(tx.appended))
