@@ -134,7 +134,7 @@ func notFound(err error, what string) error {
 
 const chunkCols = `id, hash, size, stored_size, pack_id, offset, refs`
 
-func scanChunk(sc interface{ Scan(...any) error }) (Chunk, error) {
+func scanChunk(sc scanner) (Chunk, error) {
 	var c Chunk
 	var h []byte
 	err := sc.Scan(&c.ID, &h, &c.Size, &c.StoredSize, &c.Pack, &c.Offset, &c.Refs)

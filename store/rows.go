@@ -22,7 +22,7 @@ func uniqueErr(err error, what string) error {
 
 const volumeCols = `id, name, kind, instance, source, size, chunk_size, managed, created`
 
-func scanVolume(sc interface{ Scan(...any) error }) (Volume, error) {
+func scanVolume(sc scanner) (Volume, error) {
 	var v Volume
 	err := sc.Scan(&v.ID, &v.Name, &v.Kind, &v.Instance, &v.Source, &v.Size, &v.ChunkSize, &v.Managed, &v.Created)
 	return v, err
@@ -61,20 +61,28 @@ func (t *Tx) Volumes() ([]Volume, error) {
 }
 
 func (t *Tx) volumes(q string, args ...any) ([]Volume, error) {
+	return queryAll(t, scanVolume, q, args...)
+}
+
+// scanner is what *sql.Row and *sql.Rows have in common.
+type scanner interface{ Scan(...any) error }
+
+// queryAll runs q and scans every row it returns.
+func queryAll[T any](t *Tx, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
 	rows, err := t.query(q, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var vs []Volume
+	var out []T
 	for rows.Next() {
-		v, err := scanVolume(rows)
+		v, err := scan(rows)
 		if err != nil {
 			return nil, err
 		}
-		vs = append(vs, v)
+		out = append(out, v)
 	}
-	return vs, rows.Err()
+	return out, rows.Err()
 }
 
 // UpdateVolumeSize records a volume's current size.
@@ -93,7 +101,7 @@ func (t *Tx) DeleteVolume(id int64) error {
 
 const chainCols = `id, name, COALESCE(volume_id, 0), source, region, chunk_size, created, next_seq`
 
-func scanChain(sc interface{ Scan(...any) error }) (Chain, error) {
+func scanChain(sc scanner) (Chain, error) {
 	var c Chain
 	err := sc.Scan(&c.ID, &c.Name, &c.VolumeID, &c.Source, &c.Region, &c.ChunkSize, &c.Created, &c.NextSeq)
 	return c, err
@@ -139,20 +147,7 @@ func (t *Tx) ChainByVolume(volumeID int64) (Chain, error) {
 
 // Chains lists all chains by name.
 func (t *Tx) Chains() ([]Chain, error) {
-	rows, err := t.query(`SELECT ` + chainCols + ` FROM chains ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var cs []Chain
-	for rows.Next() {
-		c, err := scanChain(rows)
-		if err != nil {
-			return nil, err
-		}
-		cs = append(cs, c)
-	}
-	return cs, rows.Err()
+	return queryAll(t, scanChain, `SELECT `+chainCols+` FROM chains ORDER BY name`)
 }
 
 // ChainStoredBytes is the stored size of the distinct chunks the chain's snapshots reference.
@@ -178,7 +173,7 @@ func (t *Tx) TakeSeq(chain int64) (int64, error) {
 
 const snapshotCols = `id, chain_id, seq, name, volume, size, created, status, origin`
 
-func scanSnapshot(sc interface{ Scan(...any) error }) (Snapshot, error) {
+func scanSnapshot(sc scanner) (Snapshot, error) {
 	var s Snapshot
 	err := sc.Scan(&s.ID, &s.ChainID, &s.Seq, &s.Name, &s.Volume, &s.Size, &s.Created, &s.Status, &s.Origin)
 	return s, err
@@ -220,39 +215,13 @@ func (t *Tx) SnapshotByName(chain int64, name string) (Snapshot, error) {
 
 // Snapshots lists a chain's snapshots with the given status ("" for any), oldest first.
 func (t *Tx) Snapshots(chain int64, status string) ([]Snapshot, error) {
-	rows, err := t.query(`SELECT `+snapshotCols+` FROM snapshots WHERE chain_id = ? AND (? = '' OR status = ?) ORDER BY seq`,
+	return queryAll(t, scanSnapshot, `SELECT `+snapshotCols+` FROM snapshots WHERE chain_id = ? AND (? = '' OR status = ?) ORDER BY seq`,
 		chain, status, status)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ss []Snapshot
-	for rows.Next() {
-		s, err := scanSnapshot(rows)
-		if err != nil {
-			return nil, err
-		}
-		ss = append(ss, s)
-	}
-	return ss, rows.Err()
 }
 
 // SnapshotsWithStatus lists every snapshot in the store with a status, by id.
 func (t *Tx) SnapshotsWithStatus(status string) ([]Snapshot, error) {
-	rows, err := t.query(`SELECT `+snapshotCols+` FROM snapshots WHERE status = ? ORDER BY id`, status)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ss []Snapshot
-	for rows.Next() {
-		s, err := scanSnapshot(rows)
-		if err != nil {
-			return nil, err
-		}
-		ss = append(ss, s)
-	}
-	return ss, rows.Err()
+	return queryAll(t, scanSnapshot, `SELECT `+snapshotCols+` FROM snapshots WHERE status = ? ORDER BY id`, status)
 }
 
 // NextSnapshot returns the oldest snapshot of chain after seq that is not being created, or
