@@ -502,7 +502,7 @@ func forwardOp(ctx context.Context, conn *net.UnixConn, o op, progress chain.Pro
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
 	if _, err := conn.Write(append(req, '\n')); err != nil {
-		return nil, fmt.Errorf("send to the daemon: %w", err)
+		return nil, refusal(conn, fmt.Errorf("send to the daemon: %w", err))
 	}
 	stop := context.AfterFunc(ctx, func() {
 		conn.CloseWrite() // the daemon cancels the op
@@ -526,6 +526,20 @@ func forwardOp(ctx context.Context, conn *net.UnixConn, o op, progress chain.Pro
 			return res, decodeError(msg.Error)
 		}
 	}
+}
+
+// refusal is why the daemon refused a connection that failed while the request was sent: a daemon
+// that refuses a peer answers and closes without reading the request. It is sendErr when the daemon
+// left no answer.
+func refusal(conn *net.UnixConn, sendErr error) error {
+	if err := conn.SetReadDeadline(time.Now().Add(requestWait)); err != nil {
+		return sendErr
+	}
+	var msg rpcMessage
+	if err := json.NewDecoder(conn).Decode(&msg); err != nil || !msg.Done || msg.Error == nil {
+		return sendErr
+	}
+	return decodeError(msg.Error)
 }
 
 // lostDaemon explains a connection that ended without an answer.
