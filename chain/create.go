@@ -515,6 +515,11 @@ func (m *Manager) discardOnce(ctx context.Context, id int64) error {
 		if err != nil {
 			return err
 		}
+		if s.Status != StatusCreating {
+			// It became ready since the caller listed it as creating (a clean-up races the end of
+			// a creation in this process): it is not abandoned.
+			return nil
+		}
 		if err := tx.DropDeltas(id); err != nil {
 			return err
 		}
