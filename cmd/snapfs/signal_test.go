@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -10,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/snapfs/snapfs/chain"
+	"github.com/snapfs/snapfs/store"
 )
 
 // startBin starts snapfs in the background.
@@ -29,6 +33,39 @@ func (e *env) startBin(args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer)
 func interrupt(t *testing.T, cmd *exec.Cmd, sig os.Signal, delay time.Duration) (r result, finished bool) {
 	t.Helper()
 	time.Sleep(delay)
+	return signalAndWait(t, cmd, sig)
+}
+
+// interruptCreating sends sig once the store has a snapshot being created (so the command is past
+// its start-up, where a signal would just kill it), then waits for the command.
+func interruptCreating(t *testing.T, cmd *exec.Cmd, sig os.Signal, storeDir string) (r result, finished bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if creatingSnapshots(storeDir) > 0 {
+			break
+		}
+	}
+	return signalAndWait(t, cmd, sig)
+}
+
+// creatingSnapshots counts the store's snapshots still being created, read without the writer lock.
+func creatingSnapshots(storeDir string) int {
+	st, err := store.Open(context.Background(), storeDir, store.Options{ReadOnly: true})
+	if err != nil {
+		return 0
+	}
+	defer st.Close()
+	var n int
+	st.View(context.Background(), func(tx *store.Tx) error {
+		ss, err := tx.SnapshotsWithStatus(chain.StatusCreating)
+		n = len(ss)
+		return err
+	})
+	return n
+}
+
+func signalAndWait(t *testing.T, cmd *exec.Cmd, sig os.Signal) (r result, finished bool) {
+	t.Helper()
 	_ = cmd.Process.Signal(sig)
 	err := cmd.Wait()
 	var ee *exec.ExitError
@@ -53,7 +90,7 @@ func TestInterruptedSnapshot(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd, _, stderr := e.startBin("snapshot", "create", "big")
-			r, finished := interrupt(t, cmd, sig, 300*time.Millisecond)
+			r, finished := interruptCreating(t, cmd, sig, e.store)
 			if finished {
 				t.Skip("the snapshot was done before the signal")
 			}
@@ -118,7 +155,7 @@ func TestFreezeThawedOnInterrupt(t *testing.T) {
 	e.ok("volume", "add", "fs", "--source", dev)
 	// The first snapshot stores every chunk: slow enough to be interrupted.
 	cmd, _, stderr := e.startBin("snapshot", "create", "fs", "--freeze", mnt)
-	r, finished := interrupt(t, cmd, syscall.SIGINT, 200*time.Millisecond)
+	r, finished := interruptCreating(t, cmd, syscall.SIGINT, e.store)
 	checkWritable(t, mnt)
 	if finished {
 		t.Log("the snapshot was done before the signal")
