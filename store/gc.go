@@ -42,7 +42,14 @@ func (s *Store) Reclaim(ctx context.Context) (ReclaimStats, error) {
 	}
 	for _, path := range files {
 		id, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(path), ".pack"), 10, 64)
-		if err != nil {
+		if err != nil || id <= 0 || path != s.chunks.(*packBackend).path(id) {
+			// Not a name snapfs gives a pack (no pack row can cover it): nothing reads it.
+			before := allocated(path)
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return st, fmt.Errorf("remove stray pack file: %w", err)
+			}
+			st.RemovedPacks++
+			st.ReclaimedBytes += before
 			continue
 		}
 		before := allocated(path)
