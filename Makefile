@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/snapfs
 PREFIX  ?= /usr/local
 
-.PHONY: all build setup test demo bench install clean
+.PHONY: all build setup test fuzz demo bench install clean
 
 all: build
 
@@ -13,9 +13,19 @@ setup:
 build:
 	$(GO) build -o $(BIN) ./cmd/snapfs
 
+FUZZTIME ?= 10s
+
 test: setup build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 9m ./...
+	$(MAKE) --no-print-directory fuzz
+
+# A short run of every fuzz target (corpora in PKG/testdata/fuzz); FUZZTIME=1m for a longer one.
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParseCommand$$' -fuzztime=$(FUZZTIME) ./fs
+	$(GO) test -run='^$$' -fuzz='^FuzzValidateName$$' -fuzztime=$(FUZZTIME) ./chain
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRef$$' -fuzztime=$(FUZZTIME) ./chain
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRecord$$' -fuzztime=$(FUZZTIME) ./store
 
 demo: setup build
 	scripts/demo.sh
