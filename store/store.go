@@ -240,6 +240,11 @@ func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
 // ReadChunk returns the raw bytes of the chunk c, verified against its hash, appended to dst[:0].
 func (s *Store) ReadChunk(ctx context.Context, dst []byte, c Chunk) ([]byte, error) {
 	out, err := s.chunks.Read(ctx, dst, c)
+	if errors.Is(err, os.ErrNotExist) {
+		// The metadata names a pack file that is gone: the store is damaged, the chunk not merely
+		// absent (callers and the daemon's error classes take ErrNotExist for "no such thing").
+		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read chunk %d (%s): %w", c.ID, c.Hash, err)
 	}
