@@ -278,3 +278,123 @@ func TestDamagedStore(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreFullCLI: a store on a 12 MiB filesystem that fills up during a snapshot. The snapshot
+// fails with one clear line, nothing else changes, and once the disk shrinks to something that fits
+// the next snapshot succeeds.
+func TestStoreFullCLI(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t)
+	if err := os.Mkdir(e.store, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", e.store, "tmpfs", 0, "size=12m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(e.store, syscall.MNT_DETACH) })
+	disk := e.path("disk.img")
+	small := makeImage(t, disk, 4<<20)
+	e.ok("init")
+	e.ok("volume", "add", "v", "--source", disk)
+	e.ok("snapshot", "create", "v", "--name", "first")
+	before := e.state()
+	makeImage(t, disk, 16<<20)
+	t.Logf("full: %s", e.fails(1, "no space left on device", "snapshot", "create", "v", "--name", "big"))
+	if after := e.state(); after != before {
+		t.Errorf("a snapshot that failed for space changed the store:\n%s\nwas:\n%s", after, before)
+	}
+	e.ok("verify")
+	e.ok("restore", "v/first", "--to", e.path("first.img"))
+	if got, _ := os.ReadFile(e.path("first.img")); !bytes.Equal(got, small) {
+		t.Error("first snapshot reads wrong after the failure")
+	}
+	// Space comes back when the disk shrinks to something that fits.
+	fits := makeImage(t, disk, 2<<20)
+	e.ok("snapshot", "create", "v", "--name", "fits")
+	e.ok("verify")
+	e.ok("restore", "v/fits", "--to", e.path("fits.img"))
+	if got, _ := os.ReadFile(e.path("fits.img")); !bytes.Equal(got, fits) {
+		t.Error("the snapshot after the failure reads wrong")
+	}
+}
+
+// hostileNames are names with path tricks; no command, REF or ctl write may accept one.
+var hostileNames = []string{"..", ".", "../x", "a/..", "a/b", "/a", "a\x00b", "\xff\xfe", "a\xc0\xafb",
+	strings.Repeat("n", 129), strings.Repeat("n", 4096), ".hidden", "a b", "a\nb", "-"}
+
+// TestHostileNames: path tricks in names and references are refused everywhere — on the command
+// line, through a mounted daemon and in a ctl write — and create nothing.
+func TestHostileNames(t *testing.T) {
+	needFUSE(t)
+	t.Parallel()
+	f := newFixture(t)
+	before := f.state()
+	var refs []string
+	for _, n := range hostileNames {
+		if n == "-" { // a valid name; only checked as a whole REF below
+			continue
+		}
+		refs = append(refs, "v1/"+n, n+"/a", n)
+	}
+	refs = append(refs, "v1//a", "v1/a/", "/v1/a", "v1/a/../b", "./v1/a", "-1", "0x1", "1e3", "+1", "9223372036854775808")
+	check := func(how string) {
+		t.Helper()
+		for _, ref := range refs {
+			if strings.ContainsRune(ref, 0) {
+				continue // no argument can hold a NUL
+			}
+			for _, args := range [][]string{{"snapshot", "show", ref}, {"snapshot", "delete", ref},
+				{"restore", ref, "--to", f.path("r.img")}, {"clone", ref, "--to", f.path("c.img")}, {"verify", ref}} {
+				r := f.run(args...)
+				if r.code == 0 || !strings.Contains(r.stderr, "invalid argument") && !strings.Contains(r.stderr, "not found") &&
+					!strings.Contains(r.stderr, "flag provided but not defined") {
+					t.Errorf("%s: snapfs %q: %s", how, args, r)
+				}
+			}
+		}
+		for _, n := range hostileNames {
+			if strings.ContainsRune(n, 0) || n == "-" {
+				continue
+			}
+			for _, args := range [][]string{{"snapshot", "create", "v1", "--name", n}, {"volume", "add", n, "--source", f.img},
+				{"clone", "v1/a", "--to", f.path("c.img"), "--volume", n}} {
+				if r := f.run(args...); r.code == 0 || !strings.Contains(r.stderr, "invalid argument") && !strings.Contains(r.stderr, "longer than") {
+					t.Errorf("%s: snapfs %q: %s", how, args, r)
+				}
+			}
+		}
+		if after := f.state(); after != before {
+			t.Errorf("%s: hostile names changed the store:\n%s\nwas:\n%s", how, after, before)
+		}
+		for _, p := range []string{"r.img", "c.img"} {
+			if _, err := os.Stat(f.path(p)); err == nil {
+				t.Errorf("%s: a refused command wrote %s", how, p)
+			}
+		}
+	}
+	check("without a daemon")
+	mnt := f.mount()
+	check("through the daemon")
+
+	ctl := filepath.Join(mnt, "volumes", "v1", "ctl")
+	for _, n := range hostileNames {
+		if n == "-" {
+			continue
+		}
+		fh, err := os.OpenFile(ctl, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fh.Write([]byte("snapshot " + n + "\n"))
+		fh.Close()
+		if !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("ctl: snapshot %q: %v, want EINVAL", n, err)
+		}
+	}
+	if after := f.state(); after != before {
+		t.Errorf("ctl writes with hostile names changed the store:\n%s\nwas:\n%s", after, before)
+	}
+	if got := listDir(t, filepath.Join(mnt, "chains", "v1")); !slices.Equal(got, []string{"a.img", "b.img", "info"}) {
+		t.Errorf("chains/v1 after hostile ctl writes: %v", got)
+	}
+}
