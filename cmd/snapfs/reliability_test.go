@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -397,4 +398,88 @@ func TestHostileNames(t *testing.T) {
 	if got := listDir(t, filepath.Join(mnt, "chains", "v1")); !slices.Equal(got, []string{"a.img", "b.img", "info"}) {
 		t.Errorf("chains/v1 after hostile ctl writes: %v", got)
 	}
+}
+
+// TestStorePermissions: under a umask that grants everyone everything, the store directory is
+// 0700 and every file in it 0600 (meta.db and its -wal and -shm, packs, lock, reserve, daemon.log,
+// daemon.pid, the socket); and with --allow-other another user may read images but gets EACCES
+// on ctl.
+func TestStorePermissions(t *testing.T) {
+	needFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	img := e.path("disk.img")
+	makeImage(t, img, 1<<20)
+	open := func(args ...string) { // snapfs under umask 000
+		t.Helper()
+		cmd := exec.Command("sh", append([]string{"-c", `umask 000; exec "$@"`, "sh", snapfsBin, "--store", e.store}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("snapfs %q: %v\n%s", args, err, out)
+		}
+	}
+	open("init")
+	open("volume", "add", "v", "--source", img)
+	open("snapshot", "create", "v", "--name", "a")
+	open("verify")
+	mnt := e.path("mnt")
+	os.Mkdir(mnt, 0o755)
+	open("mount", "--allow-other", mnt)
+	t.Cleanup(func() { e.unmount(mnt) })
+	open("snapshot", "create", "v", "--name", "b") // through the daemon
+	open("gc")
+
+	check := func(must ...string) {
+		t.Helper()
+		seen := map[string]bool{}
+		filepath.Walk(e.store, func(path string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(e.store, path)
+			seen[filepath.Base(path)] = true
+			want := os.FileMode(0o600)
+			if fi.IsDir() {
+				want = 0o700
+			}
+			if fi.Mode().Perm() != want {
+				t.Errorf("%s: mode %v, want %v", rel, fi.Mode().Perm(), want)
+			}
+			return nil
+		})
+		for _, name := range must {
+			if !seen[name] {
+				t.Errorf("no %s to check", name)
+			}
+		}
+	}
+	check("meta.db", "meta.db-wal", "meta.db-shm", "lock", "daemon.log", "daemon.pid", "daemon.sock", "reserve", "0000000001.pack")
+
+	// Another user: images readable with --allow-other, ctl not writable (EACCES), nor readable.
+	const nobody = 65534
+	for _, dir := range []string{e.dir, filepath.Dir(e.dir)} { // t.TempDir's are 0700
+		os.Chmod(dir, 0o755)
+	}
+	asNobody := func(script string) (string, error) {
+		cmd := exec.Command("sh", "-c", script)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := asNobody("cat " + filepath.Join(mnt, "chains", "v", "a.img") + " > /dev/null"); err != nil {
+		t.Errorf("another user reading an image with --allow-other: %v %s", err, out)
+	}
+	ctl := filepath.Join(mnt, "volumes", "v", "ctl")
+	for _, script := range []string{"echo snapshot x > " + ctl, "echo snapshot x >> " + ctl, "cat " + ctl} {
+		if out, err := asNobody(script); err == nil || !strings.Contains(out, "Permission denied") {
+			t.Errorf("another user: %s: %v %s, want permission denied", script, err, out)
+		}
+	}
+	if out, err := asNobody("ls " + e.store); err == nil {
+		t.Errorf("another user lists the store: %s", out)
+	}
+	if got := listDir(t, filepath.Join(mnt, "chains", "v")); slices.Contains(got, "x.img") {
+		t.Error("another user's ctl write made a snapshot")
+	}
+	e.unmount(mnt)
+	check("meta.db", "lock", "daemon.log", "0000000001.pack")
 }
