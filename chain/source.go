@@ -76,6 +76,12 @@ func openDisk(path string, flag int) (*disk, error) {
 		d.f.Close()
 		return nil, err
 	}
+	if d.block && d.size == 0 {
+		// What a detached loop device or a drive without its medium reads as: not a disk, and
+		// snapshotting it would record an empty one.
+		d.f.Close()
+		return nil, fmt.Errorf("%s: block device of size 0 (no medium, or a detached loop device)", abs)
+	}
 	return d, nil
 }
 
