@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snapfs/snapfs/store"
@@ -140,7 +141,8 @@ type createJob struct {
 	src      *disk
 	progress Progress
 	snap     store.Snapshot
-	prev     *view // the newest snapshot's chunk map; nil for the first snapshot
+	prev     *view     // the newest snapshot's chunk map; nil for the first snapshot
+	recs     sync.Pool // *[]byte of store.RecordBound(chunk size) bytes: records are encoded in them
 }
 
 // begin loads the newest snapshot's chunk map and records the new snapshot, invisible, as creating.
@@ -229,52 +231,41 @@ func (j *createJob) run(ctx context.Context, freezeAt string) error {
 	})
 }
 
-// block is a run of whole chunks read from the disk; data is nil when the whole run is a hole.
-type block struct {
-	idx  int64 // first chunk index
-	n    int64 // chunks in the run
-	data []byte
-	buf  *[]byte
-}
-
 // result is one chunk that differs from the previous snapshot: rec is nil for a hole.
 type result struct {
 	idx  int64
 	hash store.Hash
 	size int
 	rec  []byte
+	buf  *[]byte // what rec lies in, from createJob.recs
 }
 
-// pipeline: one reader (sequential, holes skipped) → one hasher/compressor per core → one writer that
-// stores new chunks and records deltas in bounded batches.
+// pipeline: one worker per core reads whole blocks of the disk in turn (holes skipped), hashes and
+// encodes their chunks; one writer gathers the results in batches, which one committer stores while
+// the next batch fills.
 func (j *createJob) pipeline(parent context.Context) error {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	workers := runtime.GOMAXPROCS(0)
-	blocks := make(chan block, 2*workers)
-	results := make(chan []result, 2*workers)
-	pool := &sync.Pool{}
-
-	go func() {
-		defer close(blocks)
-		if err := j.read(ctx, blocks, pool); err != nil {
-			cancel(err)
-		}
-	}()
+	results := make(chan []result, 4*workers)
+	var next atomic.Int64
+	progress := j.progressFunc()
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			j.hash(ctx, blocks, results, pool)
+			if err := j.work(ctx, &next, results, progress); err != nil {
+				cancel(err)
+			}
 		}()
 	}
 	go func() { wg.Wait(); close(results) }()
 
-	if err := j.write(ctx, results); err != nil {
+	if err := j.write(ctx, cancel, results); err != nil {
 		cancel(err)
 	}
-	for range results { // drain so that hashers finish
+	for range results { // drain so that workers finish
 	}
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -291,35 +282,54 @@ func (j *createJob) pipeline(parent context.Context) error {
 	return nil
 }
 
-// read sends the disk's chunks in blocks of readBlock bytes, skipping what SEEK_DATA says are holes.
-func (j *createJob) read(ctx context.Context, out chan<- block, pool *sync.Pool) error {
+// progressFunc returns what workers call with the bytes of each block they consumed; it reports the
+// running total to j.progress, one call at a time, never going back.
+func (j *createJob) progressFunc() func(n int64) {
+	var mu sync.Mutex
+	var done, reported int64
+	return func(n int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		done += n
+		if j.progress != nil && done > reported {
+			reported = done
+			j.progress(done, j.src.size)
+		}
+	}
+}
+
+// work takes the disk's blocks of readBlock bytes in turn from next (the first chunk index of the
+// next block), reads those that SEEK_DATA does not say are holes, and sends what differs from the
+// previous snapshot.
+func (j *createJob) work(ctx context.Context, next *atomic.Int64, out chan<- []result, progress func(int64)) error {
 	cs := j.chain.ChunkSize
 	per := max(1, readBlock/cs)
 	total := chunkCount(j.src.size, cs)
-	var done int64
-	for idx := int64(0); idx < total; idx += per {
+	buf := alignedBuf(int(per * cs))
+	var enc store.Encoder
+	for ctx.Err() == nil {
+		idx := next.Add(per) - per
+		if idx >= total {
+			return nil
+		}
 		n := min(per, total-idx)
 		off := idx * cs
 		length := min(n*cs, j.src.size-off)
-		b := block{idx: idx, n: n}
-		if !j.src.block && j.isHole(off, length) {
-			// nothing to read
-		} else {
-			b.buf = getBuf(pool, int(per*cs))
-			b.data = (*b.buf)[:length]
-			if err := j.readFull(b.data, off); err != nil {
+		var data []byte
+		if j.src.block || !j.isHole(off, length) {
+			data = buf[:length]
+			if err := j.readFull(data, off); err != nil {
 				return err
 			}
 		}
-		select {
-		case out <- b:
-		case <-ctx.Done():
-			return nil
+		if rs := j.hashBlock(&enc, idx, n, data); len(rs) > 0 {
+			select {
+			case out <- rs:
+			case <-ctx.Done():
+				return nil
+			}
 		}
-		done += length
-		if j.progress != nil {
-			j.progress(done, j.src.size)
-		}
+		progress(length)
 	}
 	return nil
 }
@@ -344,55 +354,43 @@ func (j *createJob) readFull(p []byte, off int64) error {
 	return fmt.Errorf("read source %s at %d: %w", j.src.path, off+int64(n), err)
 }
 
-// getBuf returns a buffer of n bytes aligned to 4 KiB, as O_DIRECT needs.
-func getBuf(pool *sync.Pool, n int) *[]byte {
-	if b, ok := pool.Get().(*[]byte); ok && len(*b) >= n {
-		return b
-	}
+// alignedBuf returns a buffer of n bytes aligned to 4 KiB, as O_DIRECT needs.
+func alignedBuf(n int) []byte {
 	raw := make([]byte, n+4096)
 	shift := (4096 - int(uintptr(unsafe.Pointer(&raw[0]))%4096)) % 4096
-	b := raw[shift : shift+n]
-	return &b
+	return raw[shift : shift+n]
 }
 
-// hash turns blocks into results: holes, and chunks whose content differs from the previous snapshot,
-// hashed and encoded.
-func (j *createJob) hash(ctx context.Context, in <-chan block, out chan<- []result, pool *sync.Pool) {
-	var enc store.Encoder
+// hashBlock turns the n chunks of a block starting at chunk idx (data nil for a hole) into results:
+// holes, and chunks whose content differs from the previous snapshot, hashed and encoded.
+func (j *createJob) hashBlock(enc *store.Encoder, idx, n int64, data []byte) []result {
+	var rs []result
 	cs := j.chain.ChunkSize
-	for b := range in {
-		var rs []result
-		for i := int64(0); i < b.n; i++ {
-			idx := b.idx + i
-			prev, hadPrev := j.prevChunk(idx)
-			var data []byte
-			if b.data != nil {
-				data = b.data[i*cs : min((i+1)*cs, int64(len(b.data)))]
-			}
-			if data == nil || allZero(data) {
-				if !hadPrev || prev.ID != 0 {
-					rs = append(rs, result{idx: idx})
-				}
-				continue
-			}
-			sum := store.Sum(data)
-			if hadPrev && prev.ID != 0 && prev.Hash == sum && prev.Size == int64(len(data)) {
-				continue
-			}
-			rec := enc.Encode(data, sum)
-			rs = append(rs, result{idx: idx, hash: sum, size: len(data), rec: append([]byte(nil), rec...)})
+	for i := range n {
+		prev, hadPrev := j.prevChunk(idx + i)
+		var chunk []byte
+		if data != nil {
+			chunk = data[i*cs : min((i+1)*cs, int64(len(data)))]
 		}
-		if b.buf != nil {
-			pool.Put(b.buf)
-		}
-		if len(rs) == 0 {
+		if chunk == nil || allZero(chunk) {
+			if !hadPrev || prev.ID != 0 {
+				rs = append(rs, result{idx: idx + i})
+			}
 			continue
 		}
-		select {
-		case out <- rs:
-		case <-ctx.Done():
+		sum := store.Sum(chunk)
+		if hadPrev && prev.ID != 0 && prev.Hash == sum && prev.Size == int64(len(chunk)) {
+			continue
 		}
+		buf, _ := j.recs.Get().(*[]byte)
+		if buf == nil {
+			b := make([]byte, store.RecordBound(int(cs)))
+			buf = &b
+		}
+		rec := enc.EncodeInto(*buf, chunk, sum)
+		rs = append(rs, result{idx: idx + i, hash: sum, size: len(chunk), rec: rec, buf: buf})
 	}
+	return rs
 }
 
 // prevChunk is the previous snapshot's chunk at idx; ok is false where that snapshot had none.
@@ -403,8 +401,29 @@ func (j *createJob) prevChunk(idx int64) (store.Chunk, bool) {
 	return j.prev.chunks[idx], true
 }
 
-// write stores new chunks and records deltas, committing a batch whenever it holds batchBytes.
-func (j *createJob) write(ctx context.Context, in <-chan []result) error {
+// write gathers results in batches of about batchBytes of record buffers and hands each to a committer
+// goroutine, so that the disk is read and hashed on while a batch is written and committed. At most
+// two batches are held: one committing, one filling.
+func (j *createJob) write(ctx context.Context, cancel context.CancelCauseFunc, in <-chan []result) error {
+	batches := make(chan []result)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := range batches {
+			if ctx.Err() != nil {
+				continue
+			}
+			if err := j.commit(ctx, b); err != nil {
+				cancel(err)
+			}
+			for _, r := range b {
+				if r.buf != nil {
+					j.recs.Put(r.buf)
+				}
+			}
+		}
+	}()
+	defer func() { close(batches); <-done }()
 	var batch []result
 	var bytes int
 	for rs := range in {
@@ -413,19 +432,27 @@ func (j *createJob) write(ctx context.Context, in <-chan []result) error {
 		}
 		batch = append(batch, rs...)
 		for _, r := range rs {
-			bytes += len(r.rec)
+			if r.buf != nil {
+				bytes += cap(*r.buf)
+			}
 		}
 		if bytes >= batchBytes {
-			if err := j.commit(ctx, batch); err != nil {
-				return err
+			select {
+			case batches <- batch:
+			case <-ctx.Done():
+				return nil
 			}
-			batch, bytes = batch[:0], 0
+			batch, bytes = nil, 0
 		}
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || len(batch) == 0 {
 		return nil
 	}
-	return j.commit(ctx, batch)
+	select {
+	case batches <- batch:
+	case <-ctx.Done():
+	}
+	return nil
 }
 
 // commit stores a batch's new chunks (reusing any chunk the store already holds) and its deltas.

@@ -110,11 +110,20 @@ type Encoder struct {
 // Encode returns the record for raw, whose hash is sum. The result aliases the encoder's buffer and is
 // valid until the next call.
 func (e *Encoder) Encode(raw []byte, sum Hash) []byte {
-	bound := HeaderSize + lz4.CompressBlockBound(len(raw))
-	if need := int(RecordLen(bound)); cap(e.buf) < need {
+	if need := RecordBound(len(raw)); cap(e.buf) < need {
 		e.buf = make([]byte, need)
 	}
-	buf := e.buf[:cap(e.buf)]
+	return e.EncodeInto(e.buf[:cap(e.buf)], raw, sum)
+}
+
+// RecordBound is the most room a record of a rawSize-byte chunk may need while it is encoded.
+func RecordBound(rawSize int) int {
+	return int(RecordLen(HeaderSize + lz4.CompressBlockBound(rawSize)))
+}
+
+// EncodeInto encodes the record for raw, whose hash is sum, at the start of buf, which must hold at
+// least RecordBound(len(raw)) bytes, and returns it (buf[:RecordLen(stored size)]).
+func (e *Encoder) EncodeInto(buf, raw []byte, sum Hash) []byte {
 	h := Header{Codec: CodecLZ4, RawSize: len(raw), Hash: sum}
 	n, err := e.lz.CompressBlock(raw, buf[HeaderSize:])
 	// Keep the compressed form only when it saves at least one block of the pack.
