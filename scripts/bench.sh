@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# snapfs benchmark: makes its own data (a sparse ext4 disk image holding copies of /usr/lib and
-# /usr/share plus random data), then measures full and incremental snapshots, restore and delete, and
-# prints one table. Every figure is measured in this run. Run as root (loop mounts) via `make bench`.
+# snapfs benchmark: makes its own deterministic data (a sparse 2 GiB ext4 disk image holding copies of
+# /usr/share and part of /usr/lib plus 300 MiB of keyed-stream random data, then a second state of
+# it with ~2% changed through the filesystem), measures snapshots, FUSE reads, restore, delete, a
+# chunk-size sweep and the daemon's memory, and prints one table. Every figure is measured in this
+# run. Run as root (loop mounts, drop_caches) via `make bench`.
+#
 # BENCH_DIR (default /tmp/snapfs-bench) holds the data; BENCH_SIZE the disk size (default 2G).
+# BENCH_REUSE=1 keeps the two disk states of an earlier run instead of making them again.
+# BENCH_SWEEP=0 skips the chunk-size sweep.
 set -euo pipefail
 [ -n "${BENCH_TRACE:-}" ] && set -x
 cd "$(dirname "$0")/.."
@@ -12,61 +17,51 @@ SIZE=${BENCH_SIZE:-2G}
 export SNAPFS_STORE=$DIR/store
 DISK=$DIR/disk.img
 MNT=$DIR/mnt
+FMNT=$DIR/fuse
 
 [ "$(id -u)" -eq 0 ] || { echo "snapfs bench: run as root" >&2; exit 1; }
-mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
-rm -rf "$DIR"
-mkdir -p "$DIR/seed" "$MNT"
+cleanup() {
+	mountpoint -q "$MNT" 2>/dev/null && umount "$MNT" || true
+	if mountpoint -q "$FMNT" 2>/dev/null; then "$SNAPFS" umount "$FMNT" 2>/dev/null || umount -l "$FMNT" || true; fi
+}
+trap cleanup EXIT
+cleanup
+mkdir -p "$DIR"
+rm -rf "$DIR/store" "$DIR/sweep" "$DIR"/*.out "$DIR/restored.img" "$DIR/changed.img"
+mkdir -p "$MNT" "$FMNT"
 
-echo "making the data set in $DIR ..."
-# ~1.2 GiB of real files: /usr/share, then /usr/lib's entries in name order until ~600 MiB more.
-cp -r /usr/share "$DIR/seed/share" 2>/dev/null || true
-mkdir -p "$DIR/seed/lib"
-total=0
-for e in $(ls /usr/lib | sort); do
-	[ "$total" -ge 600000 ] && break
-	kib=$(du -sk "/usr/lib/$e" 2>/dev/null | cut -f1)
-	[ $((total + kib)) -gt 900000 ] && continue
-	cp -r "/usr/lib/$e" "$DIR/seed/lib/" 2>/dev/null || true
-	total=$((total + kib))
-done
 # Deterministic "random" data: a keyed stream, the same every run.
 stream() { openssl enc -aes-128-ctr -K "$1" -iv 0 -nosalt </dev/zero 2>/dev/null; }
-head -c 300M < <(stream 00112233445566778899aabbccddeeff) >"$DIR/seed/random.bin"
-truncate -s "$SIZE" "$DISK"
-mkfs.ext4 -q -F -d "$DIR/seed" "$DISK"
-rm -rf "$DIR/seed"
-cp --sparse=always "$DISK" "$DIR/state1.img"
+dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-rows=()
-row() { rows+=("$(printf '%-44s %s' "$1" "$2")"); }
-mib() { echo "scale=1; $1 / 1048576" | bc; }
-store_bytes() { du -sB1 "$SNAPFS_STORE" | cut -f1; }
-timed() { # timed OUT CMD...: runs CMD, leaves "seconds maxrss_kib user sys" in OUT
-	local out=$1; shift
-	/usr/bin/time -f "%e %M %U %S" -o "$out" "$@" >/dev/null
-}
-
-data_bytes=$(du -B1 "$DISK" | cut -f1)
-disk_bytes=$(stat -c %s "$DISK")
-"$SNAPFS" volume add bench --source "$DISK" >/dev/null
-sync; echo 3 >/proc/sys/vm/drop_caches
-timed "$DIR/t" "$SNAPFS" snapshot create bench --name full
-read -r secs rss user sys <"$DIR/t"
-row "disk size / allocated data" "$(mib "$disk_bytes") MiB / $(mib "$data_bytes") MiB"
-row "full snapshot: seconds" "$secs"
-row "full snapshot: disk MB/s" "$(echo "scale=0; $disk_bytes / $secs / 1000000" | bc)"
-row "full snapshot: CPU seconds (user+sys)" "$(echo "$user + $sys" | bc)"
-row "full snapshot: peak RSS MiB" "$(echo "scale=1; $rss / 1024" | bc)"
-row "store after full snapshot MiB" "$(mib "$(store_bytes)")"
-
-# About 2% of the disk changed through the filesystem: 200 small files edited, a 30 MiB file written.
-mount -o loop "$DISK" "$MNT"
-mapfile -t files < <(find "$MNT/share" -type f -size -64k | head -200)
-for f in "${files[@]}"; do echo "changed" >>"$f"; done
-head -c 30M < <(stream ffeeddccbbaa99887766554433221100) >"$MNT/new.bin"
-umount "$MNT"
-changed_bytes=$(python3 - "$DIR/state1.img" "$DISK" <<'PY'
+if [ "${BENCH_REUSE:-}" != 1 ] || [ ! -f "$DIR/state2.img" ] || [ ! -f "$DIR/changed_bytes" ]; then
+	echo "making the data set in $DIR ..."
+	rm -rf "$DIR/seed" "$DIR"/state*.img
+	mkdir -p "$DIR/seed/lib"
+	# ~1.2 GiB of real files: /usr/share, then /usr/lib's entries in name order until ~600 MiB more.
+	cp -r /usr/share "$DIR/seed/share" 2>/dev/null || true
+	total=0
+	for e in $(LC_ALL=C ls /usr/lib | LC_ALL=C sort); do
+		[ "$total" -ge 600000 ] && break
+		kib=$(du -sk "/usr/lib/$e" 2>/dev/null | cut -f1)
+		[ $((total + kib)) -gt 900000 ] && continue
+		cp -r "/usr/lib/$e" "$DIR/seed/lib/" 2>/dev/null || true
+		total=$((total + kib))
+	done
+	head -c 300M < <(stream 00112233445566778899aabbccddeeff) >"$DIR/seed/random.bin"
+	truncate -s "$SIZE" "$DIR/state1.img"
+	E2FSPROGS_FAKE_TIME=1700000000 mkfs.ext4 -q -F -U 5e1f5e1f-0000-4000-8000-000000000001 \
+		-E hash_seed=5e1f5e1f-0000-4000-8000-000000000002 -d "$DIR/seed" "$DIR/state1.img"
+	rm -rf "$DIR/seed"
+	# The second state: 200 small files edited and one 30 MiB file written through the filesystem.
+	cp --sparse=always "$DIR/state1.img" "$DIR/state2.img"
+	mount -o loop "$DIR/state2.img" "$MNT"
+	mapfile -t files < <(find "$MNT/share" -type f -size -64k | LC_ALL=C sort | head -200)
+	for f in "${files[@]}"; do echo "changed" >>"$f"; done
+	head -c 30M < <(stream ffeeddccbbaa99887766554433221100) >"$MNT/new.bin"
+	umount "$MNT"
+	# What really changed, at 4 KiB granularity.
+	python3 - "$DIR/state1.img" "$DIR/state2.img" >"$DIR/changed_bytes" <<'PY'
 import sys
 n = 0
 with open(sys.argv[1], 'rb') as a, open(sys.argv[2], 'rb') as b:
@@ -74,39 +69,142 @@ with open(sys.argv[1], 'rb') as a, open(sys.argv[2], 'rb') as b:
         x, y = a.read(1 << 20), b.read(1 << 20)
         if not x and not y:
             break
+        if x == y:
+            continue
         for i in range(0, max(len(x), len(y)), 4096):
             if x[i:i + 4096] != y[i:i + 4096]:
                 n += 4096
 print(n)
 PY
-)
+fi
+changed_bytes=$(cat "$DIR/changed_bytes")
 
+rows=()
+row() { rows+=("$(printf '%-52s %s' "$1" "$2")"); echo "  $1: $2"; }
+mib() { echo "scale=1; $1 / 1048576" | bc; }
+mbps() { echo "scale=0; $1 / $2 / 1000000" | bc; } # mbps BYTES SECONDS
+store_bytes() { du -sB1 "${1:-$SNAPFS_STORE}" | cut -f1; }
+timed() { # timed CMD...: runs CMD (its output in $DIR/cmd.out); sets secs rss_kib cpu
+	/usr/bin/time -f "%e %M %U %S" -o "$DIR/t" "$@" >"$DIR/cmd.out"
+	local u s
+	read -r secs rss_kib u s <"$DIR/t"
+	cpu=$(echo "$u + $s" | bc)
+}
+dd_mbps() { # dd_mbps FILE: reads FILE with dd bs=1M, prints MB/s
+	local t0 t1 bytes
+	bytes=$(stat -Lc %s "$1")
+	t0=$(date +%s.%N)
+	dd if="$1" of=/dev/null bs=1M status=none
+	t1=$(date +%s.%N)
+	echo "scale=0; $bytes / ($t1 - $t0) / 1000000" | bc
+}
+
+disk_bytes=$(stat -c %s "$DIR/state1.img")
+data_bytes=$(du -B1 "$DIR/state1.img" | cut -f1)
+row "disk size / allocated data MiB" "$(mib "$disk_bytes") / $(mib "$data_bytes")"
+
+# --- full and incremental snapshots ---
+cp --sparse=always "$DIR/state1.img" "$DISK"
+"$SNAPFS" volume add bench --source "$DISK" >/dev/null
+dropcaches
+timed "$SNAPFS" snapshot create bench --name full
+row "full snapshot (cold cache): seconds" "$secs"
+row "full snapshot: disk MB/s" "$(mbps "$disk_bytes" "$secs")"
+row "full snapshot: CPU seconds (user+sys)" "$cpu"
+row "full snapshot: peak RSS MiB" "$(echo "scale=1; $rss_kib / 1024" | bc)"
+row "store after full snapshot MiB" "$(mib "$(store_bytes)")"
+
+cp --sparse=always "$DIR/state2.img" "$DISK"
+sync
 before=$(store_bytes)
-timed "$DIR/t" "$SNAPFS" snapshot create bench --name incr
-read -r secs rss user sys <"$DIR/t"
-growth=$(( $(store_bytes) - before ))
+timed "$SNAPFS" snapshot create bench --name incr
+growth=$(($(store_bytes) - before))
 row "changed data at 4 KiB granularity MiB" "$(mib "$changed_bytes")"
-row "incremental snapshot: seconds" "$secs"
+row "incremental snapshot (warm cache): seconds" "$secs"
+row "incremental snapshot: peak RSS MiB" "$(echo "scale=1; $rss_kib / 1024" | bc)"
 row "incremental snapshot: store growth MiB" "$(mib "$growth")"
 row "incremental growth / changed data" "$(echo "scale=2; $growth / $changed_bytes" | bc)"
+# The disk back as it was: a snapshot that again differs from its predecessor by the change, read cold.
+cp --sparse=always "$DIR/state1.img" "$DISK"
+dropcaches
+timed "$SNAPFS" snapshot create bench --name reverted
+row "incremental snapshot (cold cache): seconds" "$secs"
 
-timed "$DIR/t" "$SNAPFS" restore bench/full --to "$DIR/restored.img"
-read -r secs _ _ _ <"$DIR/t"
+# --- restore ---
+dropcaches
+timed "$SNAPFS" restore bench/full --to "$DIR/restored.img"
 row "restore to a new file: seconds" "$secs"
-cp --sparse=always "$DISK" "$DIR/changed.img"
-timed "$DIR/t" "$SNAPFS" restore bench/full --to "$DIR/changed.img" --force
-read -r secs _ _ _ <"$DIR/t"
+row "restore to a new file: disk MB/s" "$(mbps "$disk_bytes" "$secs")"
+cp --sparse=always "$DIR/state2.img" "$DIR/changed.img"
+sync
+timed "$SNAPFS" restore bench/full --to "$DIR/changed.img" --force
 row "restore onto the changed disk: seconds" "$secs"
+row "restore onto the changed disk: written" "$(tr '\n' ' ' <"$DIR/cmd.out" | grep -oE '[0-9.]+ [KMG]i?B written|wrote [^,;]*' | head -1)"
 cmp -s "$DIR/restored.img" "$DIR/state1.img" && cmp -s "$DIR/changed.img" "$DIR/state1.img" ||
 	{ echo "snapfs bench: restored image differs" >&2; exit 1; }
+rm -f "$DIR/restored.img" "$DIR/changed.img"
 
-"$SNAPFS" snapshot create bench --name third >/dev/null
+# --- delete of the middle snapshot of three: full, incr, reverted; it frees incr's own changes ---
 before=$(store_bytes)
-timed "$DIR/t" "$SNAPFS" snapshot delete bench/incr
-read -r secs _ _ _ <"$DIR/t"
+timed "$SNAPFS" snapshot delete bench/incr
 row "delete of the middle snapshot: seconds" "$secs"
 row "delete of the middle snapshot: MiB freed" "$(mib $((before - $(store_bytes))))"
 
+# --- FUSE reads and the daemon's memory ---
+for i in $(seq 3 10); do # 10 images in all
+	echo "v$i" | dd of="$DISK" bs=1 seek=$((i * 7919 * 65536)) conv=notrunc status=none
+	"$SNAPFS" snapshot create bench --name "s$i" >/dev/null
+done
+"$SNAPFS" mount "$FMNT"
+pid=$(cat "$SNAPFS_STORE/daemon.pid")
+img=$FMNT/chains/bench/full.img
+dropcaches
+row "FUSE dd bs=1M of an image, cold: MB/s" "$(dd_mbps "$img")"
+row "FUSE dd bs=1M of an image, warm: MB/s" "$(dd_mbps "$img")"
+dropcaches
+row "dd bs=1M of the source image, cold: MB/s" "$(dd_mbps "$DIR/state1.img")"
+src_warm=$(dd_mbps "$DIR/state1.img")
+row "dd bs=1M of the source image, warm: MB/s" "$src_warm"
+dropcaches
+t0=$(date +%s.%N)
+for f in "$FMNT"/chains/bench/*.img; do dd if="$f" of=/dev/null bs=1M status=none & done
+wait
+t1=$(date +%s.%N)
+n=$(ls "$FMNT"/chains/bench/*.img | wc -l)
+row "FUSE: $n images read in parallel, cold: MB/s" "$(echo "scale=0; $n * $disk_bytes / ($t1 - $t0) / 1000000" | bc)"
+row "daemon peak RSS MiB (VmHWM)" "$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")"
+"$SNAPFS" umount "$FMNT"
+
+# --- chunk-size sweep: full snapshot time (warm cache) and incremental growth ---
+sweep=()
+if [ "${BENCH_SWEEP:-1}" != 0 ]; then
+	for cs in 32K 64K 128K 256K 512K 1M; do
+		export SNAPFS_STORE=$DIR/sweep
+		rm -rf "$SNAPFS_STORE"
+		cp --sparse=always "$DIR/state1.img" "$DISK"
+		"$SNAPFS" volume add bench --source "$DISK" --chunk-size "$cs" >/dev/null
+		sync
+		timed "$SNAPFS" snapshot create bench --name full
+		full=$secs
+		cp --sparse=always "$DIR/state2.img" "$DISK"
+		sync
+		before=$(store_bytes)
+		timed "$SNAPFS" snapshot create bench --name incr
+		growth=$(($(store_bytes) - before))
+		sweep+=("$(printf '%-8s %10s %14s %14s %10s' "$cs" "$full" "$secs" "$(mib "$growth")" \
+			"$(echo "scale=2; $growth / $changed_bytes" | bc)")")
+		echo "  chunk size $cs: full ${full}s, incremental ${secs}s, growth $(mib "$growth") MiB"
+	done
+	rm -rf "$DIR/sweep"
+fi
+
 echo
-echo "snapfs bench, $(date -u +%F), $(nproc) cores, $(uname -r)"
+echo "snapfs bench, $(date -u +%F), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))," \
+	"$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -r)"
 printf '%s\n' "${rows[@]}"
+if [ ${#sweep[@]} -gt 0 ]; then
+	echo
+	echo "chunk-size sweep (warm cache): full snapshot s, incremental s, growth MiB, growth / changed"
+	printf '%-8s %10s %14s %14s %10s\n' "chunk" "full s" "incremental s" "growth MiB" "ratio"
+	printf '%s\n' "${sweep[@]}"
+fi

@@ -11,6 +11,11 @@ command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || need+=(mount)
 command -v getfattr >/dev/null 2>&1 || need+=(attr)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# scripts/bench.sh's tools
+command -v bc >/dev/null 2>&1 || need+=(bc)
+[ -x /usr/bin/time ] || need+=(time)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "snapfs setup: missing ${need[*]}: install them (as root: apt-get install ${need[*]})" >&2
