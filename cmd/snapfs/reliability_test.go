@@ -483,3 +483,39 @@ func TestStorePermissions(t *testing.T) {
 	e.unmount(mnt)
 	check("meta.db", "lock", "daemon.log", "0000000001.pack")
 }
+
+// TestVerifyProgressAndScope: verify shows a progress bar on a terminal (and none otherwise), and
+// verify REF re-hashes only the chunks REF reads.
+func TestVerifyProgressAndScope(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	makeImage(t, e.path("v.img"), 16<<20)
+	makeImage(t, e.path("w.img"), 2<<20)
+	e.ok("volume", "add", "v", "--source", e.path("v.img"), "--chunk-size", "64K")
+	e.ok("volume", "add", "w", "--source", e.path("w.img"), "--chunk-size", "64K")
+	e.ok("snapshot", "create", "v", "--name", "a")
+	e.ok("snapshot", "create", "w", "--name", "c")
+	if out := e.ok("verify"); !strings.Contains(out, "verified 288 chunks (18.0 MiB)") {
+		t.Errorf("verify: %q", out)
+	}
+	if out := e.ok("verify", "w/c"); !strings.Contains(out, "verified 32 chunks (2.0 MiB)") {
+		t.Errorf("verify w/c: %q", out)
+	}
+	if r := e.run("verify"); strings.Contains(r.stderr, "%") {
+		t.Errorf("verify draws a progress bar when stderr is not a terminal: %q", r.stderr)
+	}
+	if _, err := exec.LookPath("script"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no script(1) to run verify on a terminal")
+		}
+		t.Skip("no script(1) to run verify on a terminal")
+	}
+	// script(1) runs verify on a pseudo-terminal.
+	out, err := exec.Command("script", "-qec", fmt.Sprintf("%s --store %s verify", snapfsBin, e.store), "/dev/null").CombinedOutput()
+	if err != nil {
+		t.Fatalf("verify on a terminal: %v\n%q", err, out)
+	}
+	if s := string(out); !strings.Contains(s, "\rverify") || !strings.Contains(s, "%") || !strings.Contains(s, "verified 288 chunks") {
+		t.Errorf("verify on a terminal shows no progress bar: %q", s)
+	}
+}
