@@ -44,6 +44,29 @@ type Image struct {
 	info  Snapshot
 	view  *view
 	close sync.Once
+
+	prefetchMu sync.Mutex
+	prefetched int64 // chunk indexes below this have had their records prefetched
+}
+
+// prefetchAhead is how far past a large read the records of the following chunks are asked for.
+const prefetchAhead = 16 << 20
+
+// prefetch asks the store to read ahead the records of the chunks that follow a large read ending
+// at chunk index end (exclusive), once the read comes within half the window of what was asked for.
+func (im *Image) prefetch(end int64) {
+	v := im.view
+	window := max(1, prefetchAhead/v.chunkSize)
+	im.prefetchMu.Lock()
+	from := max(im.prefetched, end)
+	to := min(int64(len(v.chunks)), end+window)
+	if from >= to || im.prefetched > end+window/2 {
+		im.prefetchMu.Unlock()
+		return
+	}
+	im.prefetched = to
+	im.prefetchMu.Unlock()
+	im.m.st.Prefetch(v.chunks[from:to])
 }
 
 // OpenImage opens the snapshot ref names for reading. While the image is open the snapshot's data is
@@ -104,6 +127,10 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	if rest := v.size - off; int64(want) > rest {
 		p = p[:rest]
 	}
+	if len(p) >= 128<<10 {
+		// A large read, most likely sequential (the kernel's readahead, dd, cp, a restore).
+		im.prefetch((off + int64(len(p)) + v.chunkSize - 1) / v.chunkSize)
+	}
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
@@ -114,6 +141,21 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 			k := int(min(int64(len(p)-n), v.chunkLen(idx)-within))
 			clear(p[n : n+k])
 			n += k
+			continue
+		}
+		if clen := v.chunkLen(idx); within == 0 && c.Size == clen && int64(len(p)-n) >= clen {
+			// A whole chunk: decoded straight into p, unless the cache has it. Sequential reads
+			// (dd, cp, the kernel's readahead) take this path and allocate nothing; the kernel's
+			// page cache keeps what they read.
+			if data, ok := im.m.cache.get(c.Hash); ok {
+				n += copy(p[n:], data)
+				continue
+			}
+			dst := p[n : n+int(clen) : n+int(clen)]
+			if _, err := im.m.st.ReadChunk(context.Background(), dst, c); err != nil {
+				return n, fmt.Errorf("read %s at %d: %w", im.info.Ref(), pos, err)
+			}
+			n += int(clen)
 			continue
 		}
 		data, err := im.m.chunkData(context.Background(), c)
