@@ -125,6 +125,12 @@ func (m *Manager) writeImage(ctx context.Context, v *view, d *disk, st *RestoreS
 	fail := func(err error) { errOnce.Do(func() { firstErr = err; cancel() }) }
 	var progMu sync.Mutex
 	var wg sync.WaitGroup
+	// Records are asked for a window ahead of the chunks being written, so that a cold store is read
+	// ahead rather than record by record; the target's writeback is started every few MiB written,
+	// so that the final fdatasync does not write the whole disk at once.
+	window := max(1, prefetchAhead/v.chunkSize)
+	m.st.Prefetch(v.chunks[:min(total, window)])
+	var unsynced atomic.Int64
 	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
 		go func() {
@@ -135,6 +141,9 @@ func (m *Manager) writeImage(ctx context.Context, v *view, d *disk, st *RestoreS
 				if idx >= total {
 					return
 				}
+				if idx%window == 0 && idx+window < total {
+					m.st.Prefetch(v.chunks[idx+window : min(total, idx+2*window)])
+				}
 				changed, err := w.sync(ctx, idx)
 				if err != nil {
 					fail(err)
@@ -143,6 +152,10 @@ func (m *Manager) writeImage(ctx context.Context, v *view, d *disk, st *RestoreS
 				if changed {
 					written.Add(1)
 					wbytes.Add(v.chunkLen(idx))
+					if unsynced.Add(v.chunkLen(idx)) >= restoreWritebackStep {
+						unsynced.Store(0)
+						unix.SyncFileRange(int(d.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+					}
 				} else {
 					skipped.Add(1)
 				}
@@ -171,13 +184,18 @@ func (m *Manager) writeImage(ctx context.Context, v *view, d *disk, st *RestoreS
 	return nil
 }
 
+// restoreWritebackStep is how many bytes a restore writes between starts of the target's writeback.
+const restoreWritebackStep = 8 << 20
+
 // chunkWriter brings one chunk of a target disk in line with a view; one per goroutine.
 type chunkWriter struct {
-	m   *Manager
-	v   *view
-	d   *disk
-	cur []byte
-	buf []byte
+	m        *Manager
+	v        *view
+	d        *disk
+	cur      []byte
+	buf      []byte
+	zeroLen  int64      // the length zeroHash is of
+	zeroHash store.Hash // the hash of zeroLen zero bytes
 }
 
 // sync makes chunk idx of the disk match the view and reports whether it had to write.
@@ -187,17 +205,26 @@ func (w *chunkWriter) sync(ctx context.Context, idx int64) (bool, error) {
 		w.cur = make([]byte, n)
 	}
 	cur := w.cur[:n]
-	if err := w.readTarget(cur, off); err != nil {
+	hole, err := w.readTarget(cur, off)
+	if err != nil {
 		return false, err
 	}
 	c := w.v.chunks[idx]
 	if c.ID == 0 {
-		if allZero(cur) {
+		if hole || allZero(cur) {
 			return false, nil
 		}
 		return true, w.zero(off, n)
 	}
-	if c.Size == n && store.Sum(cur) == c.Hash {
+	if hole {
+		// The target holds zeros there: no need to hash them, only to know the hash of zeros.
+		if w.zeroLen != n {
+			w.zeroLen, w.zeroHash = n, store.Sum(cur)
+		}
+		if c.Size == n && c.Hash == w.zeroHash {
+			return false, nil
+		}
+	} else if c.Size == n && store.Sum(cur) == c.Hash {
 		return false, nil
 	}
 	data, err := w.m.st.ReadChunk(ctx, w.buf, c)
@@ -211,18 +238,19 @@ func (w *chunkWriter) sync(ctx context.Context, idx int64) (bool, error) {
 	return true, nil
 }
 
-// readTarget reads what the disk holds at off; a hole of a sparse file reads as zeros unread.
-func (w *chunkWriter) readTarget(p []byte, off int64) error {
+// readTarget reads what the disk holds at off; a hole of a sparse file reads as zeros unread, and
+// hole says so.
+func (w *chunkWriter) readTarget(p []byte, off int64) (hole bool, err error) {
 	if !w.d.block {
 		if next, err := unix.Seek(int(w.d.f.Fd()), off, unix.SEEK_DATA); errors.Is(err, unix.ENXIO) || err == nil && next >= off+int64(len(p)) {
 			clear(p)
-			return nil
+			return true, nil
 		}
 	}
 	if _, err := w.d.f.ReadAt(p, off); err != nil {
-		return fmt.Errorf("read %s at %d: %w", w.d.path, off, err)
+		return false, fmt.Errorf("read %s at %d: %w", w.d.path, off, err)
 	}
-	return nil
+	return false, nil
 }
 
 // zero clears n bytes at off: a hole in a file, written zeros on a device.
