@@ -18,6 +18,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -58,7 +59,9 @@ type crashRig struct {
 	snaps map[string][]byte // CHAIN/NAME -> contents, for every snapshot that must exist
 	sums  map[string][][32]byte
 	dur   time.Duration // how long an uninterrupted run of the operation takes
-	scale float64       // kills land within dur*scale (1 if 0)
+	scale float64       // kills land within dur*scale (1 if 0)...
+	from  float64       // ...and after dur*from
+	until func() bool   // if set, kill as soon as it holds instead (polled every millisecond)
 	kills struct{ done, undone int }
 }
 
@@ -123,16 +126,33 @@ func (r *crashRig) killed(args ...string) (finished bool) {
 	if scale == 0 {
 		scale = 1
 	}
-	delay := time.Duration(r.rng.Int64N(int64(float64(r.dur)*scale) + 1))
+	lo := int64(float64(r.dur) * r.from)
+	delay := time.Duration(lo + r.rng.Int64N(int64(float64(r.dur)*scale)-lo+1))
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			r.t.Fatalf("snapfs %s failed without a kill: %v\n%s", strings.Join(args, " "), err, out.String())
+	timer := time.After(delay)
+	var tick <-chan time.Time
+	if r.until != nil {
+		timer = nil
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
+wait:
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				r.t.Fatalf("snapfs %s failed without a kill: %v\n%s", strings.Join(args, " "), err, out.String())
+			}
+			return true
+		case <-timer:
+			break wait
+		case <-tick:
+			if r.until() {
+				break wait
+			}
 		}
-		return true
-	case <-time.After(delay):
 	}
 	cmd.Process.Kill()
 	err := <-done
@@ -317,15 +337,21 @@ func TestCrashAnywhere(t *testing.T) {
 		// 34 MiB of fresh data is more than one 32 MiB batch, so a kill can land between commits.
 		r := newCrashRig(t, 34<<20, 1)
 		r.timeIt("snapshot", "create", "v", "--name", "timing")
+		midway := 0
 		r.snaps["v/timing"] = bytes.Clone(r.data)
 		for i := range n {
-			// Every fourth snapshot rewrites the whole disk (two batches), the others a tenth.
+			// Every fourth snapshot rewrites the whole disk (two batches), and is killed in its
+			// second half, where the first batch may be committed; the others rewrite a tenth.
+			r.until = nil
 			if i%4 == 0 {
 				r.scramble(1)
-				r.scale = 1
+				r.from, r.scale = 0.5, 1.1
+				if i%8 == 0 { // kill it right after its first batch is committed
+					r.until = committedPart(t, r.e.store)
+				}
 			} else {
 				r.scramble(0.1)
-				r.scale = 0.4
+				r.from, r.scale = 0, 0.4
 			}
 			name := fmt.Sprintf("c%d", i)
 			finished := r.killed("snapshot", "create", "v", "--name", name)
@@ -335,10 +361,21 @@ func TestCrashAnywhere(t *testing.T) {
 				t.Fatalf("snapshot create %s finished but made no snapshot", name)
 			}
 			r.count(r.snaps["v/"+name] != nil)
+			r.open(false, func(m *chain.Manager) { // did the kill land after a batch was committed?
+				m.Store().View(context.Background(), func(tx *store.Tx) error {
+					if ss, _ := tx.SnapshotsWithStatus(chain.StatusCreating); len(ss) > 0 {
+						if ds, _ := tx.Deltas(ss[0].ID); len(ds) > 0 {
+							midway++
+						}
+					}
+					return nil
+				})
+			})
 			r.check(fmt.Sprintf("kill %d during snapshot create", i))
 			r.trim(2)
 		}
 		r.report("snapshot create")
+		t.Logf("snapshot create: %d kills left a snapshot with committed chunks to roll back", midway)
 	})
 	t.Run("delete", func(t *testing.T) {
 		t.Parallel()
@@ -479,6 +516,21 @@ func TestCrashAnywhere(t *testing.T) {
 		}
 		r.report("gc")
 	})
+}
+
+// committedPart returns a probe of whether a snapshot being created has committed chunks yet.
+func committedPart(t *testing.T, storeDir string) func() bool {
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(storeDir, "meta.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return func() bool {
+		var n int
+		err := db.QueryRow(`SELECT COUNT(*) FROM deltas d JOIN snapshots s ON s.id = d.snapshot_id
+			WHERE s.status = 'creating'`).Scan(&n)
+		return err == nil && n > 0
+	}
 }
 
 // trim deletes the oldest snapshots of v, uninterrupted, until at most n are left, to keep the
