@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -55,4 +56,13 @@ func IsFull(err error) bool {
 		return true
 	}
 	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
+}
+
+// sayFull makes a full-filesystem error from SQLite ("database or disk is full") say what a pack
+// write's says, "no space left on device", and match unix.ENOSPC.
+func sayFull(err error) error {
+	if err == nil || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || !IsFull(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", unix.ENOSPC, err)
 }

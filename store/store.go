@@ -178,7 +178,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		return fmt.Errorf("begin transaction: %w", sayFull(err))
 	}
 	tx := &Tx{tx: sqlTx, s: s, ctx: ctx}
 	err = fn(tx)
@@ -192,7 +192,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		s.chunks.Settle(tx.appended)
 		// Records no committed row references are garbage: give their space back now.
 		s.chunks.Free(context.WithoutCancel(ctx), tx.appended)
-		return err
+		return sayFull(err)
 	}
 	err = sqlTx.Commit()
 	s.chunks.Settle(tx.appended)
@@ -200,7 +200,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		// Whether a failed COMMIT left anything committed is for the database to say: punch only
 		// records that no committed row covers.
 		s.chunks.Free(context.WithoutCancel(ctx), s.uncommitted(tx.appended))
-		return fmt.Errorf("commit: %w", err)
+		return fmt.Errorf("commit: %w", sayFull(err))
 	}
 	// Punching only after the commit: a crash before it leaves the records referenced and intact.
 	if len(tx.freed) > 0 {
