@@ -22,6 +22,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -484,6 +485,79 @@ func TestCrashAnywhere(t *testing.T) {
 			t.Fatal("restore after the kills: target differs")
 		}
 		r.report("restore")
+	})
+	t.Run("daemon", func(t *testing.T) {
+		// The mount daemon is the writer while the store is mounted: kill it with SIGKILL in the
+		// middle of a snapshot or a delete that a command sent it. The command must fail (or have
+		// succeeded), not hang; after a lazy unmount of the dead mount, the store must be as after a
+		// killed command, and mounting it again must work.
+		needFUSE(t)
+		t.Parallel()
+		r := newCrashRig(t, 8<<20, 6)
+		r.snapshot("s0")
+		mnt := r.e.path("mnt")
+		os.Mkdir(mnt, 0o755)
+		mount := func() {
+			t.Helper()
+			if res := r.e.run("mount", mnt); res.code != 0 {
+				t.Fatalf("mount: %s\n%s", res, r.e.daemonLog())
+			}
+		}
+		t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+		mount()
+		r.scramble(0.5)
+		r.timeIt("snapshot", "create", "v", "--name", "timing")
+		r.snaps["v/timing"] = bytes.Clone(r.data)
+		for i := range max(10, n/5) {
+			var args []string
+			var ref string
+			create := i%2 == 0 || len(r.snaps) < 2
+			if create {
+				r.scramble(0.5)
+				ref = fmt.Sprintf("v/d%d", i)
+				args = []string{"snapshot", "create", "v", "--name", ref[2:]}
+			} else {
+				refs := slices.Sorted(maps.Keys(r.snaps))
+				ref = refs[r.rng.IntN(len(refs))]
+				args = []string{"snapshot", "delete", ref}
+			}
+			pidText, err := os.ReadFile(filepath.Join(r.e.store, "daemon.pid"))
+			pid, _ := strconv.Atoi(strings.TrimSpace(string(pidText)))
+			if err != nil || pid <= 0 {
+				t.Fatalf("daemon pid: %q, %v", pidText, err)
+			}
+			cmd := exec.Command(snapfsBin, append([]string{"--store", r.e.store}, args...)...)
+			cmd.Env = append(os.Environ(), "SNAPFS_STORE=")
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			time.Sleep(time.Duration(r.rng.Int64N(int64(r.dur) + 1)))
+			syscall.Kill(pid, syscall.SIGKILL)
+			select {
+			case <-done:
+			case <-time.After(time.Minute):
+				cmd.Process.Kill()
+				t.Fatalf("snapfs %q still running a minute after its daemon was killed", args)
+			}
+			for syscall.Kill(pid, 0) == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+			happened := r.has(ref) == create
+			if happened && create {
+				r.snaps[ref] = bytes.Clone(r.data)
+			} else if happened {
+				delete(r.snaps, ref)
+			}
+			r.count(happened)
+			r.check(fmt.Sprintf("daemon killed during %q (kill %d)", args, i))
+			mount()
+			r.trim(3)
+		}
+		syscall.Unmount(mnt, syscall.MNT_DETACH)
+		r.report("daemon running snapshot create and delete")
 	})
 	t.Run("gc", func(t *testing.T) {
 		t.Parallel()
