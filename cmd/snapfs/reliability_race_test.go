@@ -59,7 +59,7 @@ func TestConcurrencyRace(t *testing.T) {
 		return out
 	}
 
-	const vols, rounds = 4, 3
+	const vols, rounds = 4, 2
 	imgs := make([]string, vols)
 	for i := range vols {
 		imgs[i] = e.path(fmt.Sprintf("d%d.img", i))
