@@ -17,7 +17,7 @@ import (
 
 // BenchmarkVerifiedRead measures what verification costs a read: Image.ReadAt (header CRC, sizes,
 // hash named in the metadata, BLAKE3 of the decoded bytes; chunk cache off) against reading the same
-// records from the pack and decoding them with no check at all. One goroutine, 64 KiB chunks, 64 MiB
+// records from the pack and decoding them with no check at all. 64 KiB chunks, 64 MiB
 // of random (stored raw) or text-like (stored LZ4) data, read in 1 MiB requests.
 //
 //	go test -run '^$' -bench VerifiedRead -benchtime 20x ./chain/
