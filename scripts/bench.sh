@@ -152,6 +152,7 @@ row "restore onto the changed disk: written" "$(tr '\n' ' ' <"$DIR/cmd.out" | gr
 cmp -s "$DIR/restored.img" "$DIR/state1.img" && cmp -s "$DIR/changed.img" "$DIR/state1.img" ||
 	{ echo "snapfs bench: restored image differs" >&2; exit 1; }
 rm -f "$DIR/restored.img" "$DIR/changed.img"
+sync # so that the delete below does not wait on the journal freeing those 2 GiB files
 
 # --- delete of the middle snapshot of three: full, incr, reverted; it frees incr's own changes ---
 before=$(store_bytes)
