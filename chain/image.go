@@ -84,8 +84,7 @@ func (m *Manager) OpenImage(ctx context.Context, ref string) (*Image, error) {
 		if err != nil {
 			return err
 		}
-		info := Snapshot{ID: s.ID, Chain: c.Name, Name: s.Name, Volume: s.Volume, Seq: s.Seq, Created: fromNanos(s.Created),
-			Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Origin: s.Origin}
+		info := describe(c, s, 0)
 		if prev, err := tx.PrevSnapshot(c.ID, s.Seq); err == nil {
 			info.Parent = prev.ID
 		}

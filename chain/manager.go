@@ -340,8 +340,7 @@ func (m *Manager) snapshotViews(tx *store.Tx, c store.Chain, stats bool) ([]Snap
 		if i > 0 {
 			parent = snaps[i-1].ID
 		}
-		out[i] = Snapshot{ID: s.ID, Chain: c.Name, Name: s.Name, Volume: s.Volume, Seq: s.Seq, Created: fromNanos(s.Created),
-			Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Parent: parent, Origin: s.Origin}
+		out[i] = describe(c, s, parent)
 		if stats {
 			out[i].Chunks, out[i].UniqueBytes, err = tx.DeltaStats(s.ID, next.ID, chunkCount(next.Size, c.ChunkSize))
 			if err != nil {
@@ -350,6 +349,13 @@ func (m *Manager) snapshotViews(tx *store.Tx, c store.Chain, stats bool) ([]Snap
 		}
 	}
 	return out, nil
+}
+
+// describe is the view of snapshot s of chain c whose predecessor is parent (0 for none); Chunks and
+// UniqueBytes are left for the caller.
+func describe(c store.Chain, s store.Snapshot, parent int64) Snapshot {
+	return Snapshot{ID: s.ID, Chain: c.Name, Name: s.Name, Volume: s.Volume, Seq: s.Seq, Created: fromNanos(s.Created),
+		Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Parent: parent, Origin: s.Origin}
 }
 
 func chunkCount(size, chunkSize int64) int64 { return (size + chunkSize - 1) / chunkSize }
@@ -516,8 +522,7 @@ func (m *Manager) findSnapshot(ctx context.Context, ref string, stats bool) (Sna
 		if i < 0 {
 			return fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
 		}
-		out = Snapshot{ID: s.ID, Chain: c.Name, Name: s.Name, Volume: s.Volume, Seq: s.Seq, Created: fromNanos(s.Created),
-			Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Origin: s.Origin}
+		out = describe(c, s, 0)
 		if i > 0 {
 			out.Parent = snaps[i-1].ID
 		}
