@@ -33,6 +33,16 @@ func loadView(tx *store.Tx, c store.Chain, s store.Snapshot) (*view, error) {
 	return v, nil
 }
 
+// resolveView finds the snapshot ref names and folds its chunk map.
+func resolveView(tx *store.Tx, ref string) (store.Snapshot, store.Chain, *view, error) {
+	s, c, err := resolve(tx, ref)
+	if err != nil {
+		return s, c, nil, err
+	}
+	v, err := loadView(tx, c, s)
+	return s, c, v, err
+}
+
 // chunkLen is the length of chunk idx: the last one may be short.
 func (v *view) chunkLen(idx int64) int64 {
 	return min(v.chunkSize, v.size-idx*v.chunkSize)
@@ -76,11 +86,7 @@ func (m *Manager) OpenImage(ctx context.Context, ref string) (*Image, error) {
 	m.openMu.Lock()
 	defer m.openMu.Unlock()
 	err := m.st.View(ctx, func(tx *store.Tx) error {
-		s, c, err := resolve(tx, ref)
-		if err != nil {
-			return err
-		}
-		v, err := loadView(tx, c, s)
+		s, c, v, err := resolveView(tx, ref)
 		if err != nil {
 			return err
 		}

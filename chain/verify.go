@@ -96,11 +96,7 @@ func (m *Manager) chunksToVerify(ctx context.Context, refs []string) ([]store.Ch
 		}
 		seen := map[int64]bool{}
 		for _, ref := range refs {
-			s, c, err := resolve(tx, ref)
-			if err != nil {
-				return err
-			}
-			v, err := loadView(tx, c, s)
+			_, _, v, err := resolveView(tx, ref)
 			if err != nil {
 				return err
 			}
