@@ -1,13 +1,10 @@
 package chain
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -132,17 +129,11 @@ func inUse(d *disk) string {
 
 // mountedDevice returns a mount point of the block device rdev, or "".
 func mountedDevice(rdev uint64) string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
+	mounts, _ := MountTable()
 	want := fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev))
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && fields[2] == want {
-			return fields[4]
+	for _, e := range mounts {
+		if e.Dev == want {
+			return e.Dir
 		}
 	}
 	return ""
@@ -220,36 +211,11 @@ func freeze(mountpoint, storeDir string) (thaw func() error, err error) {
 
 // isMountPoint reports whether dir (absolute, clean) is where a filesystem is mounted.
 func isMountPoint(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMount(fields[4]) == dir {
+	mounts, _ := MountTable()
+	for _, e := range mounts {
+		if e.Dir == dir {
 			return true
 		}
 	}
 	return false
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space, and so on).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

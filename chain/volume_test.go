@@ -65,3 +65,16 @@ func TestForgottenVolumeChain(t *testing.T) {
 		t.Fatalf("empty chain after volume rm: %v, want gone", err)
 	}
 }
+
+func TestParseMountInfo(t *testing.T) {
+	e, ok := ParseMountInfo(`42 26 0:38 / /tmp/my\040mnt rw,nosuid,nodev,relatime shared:1 - fuse.snapfs /var/lib/snap\134fs rw,user_id=0`)
+	if !ok || e.Dir != "/tmp/my mnt" || e.Type != "fuse.snapfs" || e.Source != `/var/lib/snap\fs` || e.Dev != "0:38" {
+		t.Errorf("ParseMountInfo = %+v, %v", e, ok)
+	}
+	if _, ok := ParseMountInfo("garbage"); ok {
+		t.Error("parsed garbage")
+	}
+	if got := unescapeMount(`a\04`); got != `a\04` {
+		t.Errorf("unescapeMount of a short escape = %q", got)
+	}
+}

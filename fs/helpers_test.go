@@ -129,12 +129,9 @@ func unmount(t *testing.T, store, dir string) {
 
 // mounted reports whether dir is a mount point in the mount table.
 func mounted(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+	mounts, _ := chain.MountTable()
+	for _, e := range mounts {
+		if e.Dir == dir {
 			return true
 		}
 	}

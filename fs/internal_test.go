@@ -91,19 +91,6 @@ func TestFreeName(t *testing.T) {
 	}
 }
 
-func TestParseMountInfo(t *testing.T) {
-	e, ok := parseMountInfo(`42 26 0:38 / /tmp/my\040mnt rw,nosuid,nodev,relatime shared:1 - fuse.snapfs /var/lib/snap\134fs rw,user_id=0`)
-	if !ok || e.Dir != "/tmp/my mnt" || e.Type != "fuse.snapfs" || e.Source != `/var/lib/snap\fs` {
-		t.Errorf("parseMountInfo = %+v, %v", e, ok)
-	}
-	if _, ok := parseMountInfo("garbage"); ok {
-		t.Error("parsed garbage")
-	}
-	if got := unescapeMount(`a\04`); got != `a\04` {
-		t.Errorf("unescapeMount of a short escape = %q", got)
-	}
-}
-
 func TestCopyOut(t *testing.T) {
 	if n, errno := copyOut(nil, "abc"); n != 3 || errno != 0 {
 		t.Errorf("size query: %d, %v", n, errno)

@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"log"
@@ -15,6 +14,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/snapfs/snapfs/chain"
 )
 
 // FSType is the file system type snapfs mounts show in the mount table ("fuse." + FSType).
@@ -173,65 +174,22 @@ func stale(dir string) bool {
 }
 
 // MountEntry is one line of the mount table.
-type MountEntry struct {
-	Dir    string // mount point
-	Type   string // file system type, e.g. "fuse.snapfs"
-	Source string // mounted device; for snapfs, the store's directory
-}
+type MountEntry = chain.MountEntry
 
 // FindMount returns the topmost mount at dir (an absolute, clean path), if any.
 func FindMount(dir string) (MountEntry, bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := chain.MountTable()
 	if err != nil {
-		return MountEntry{}, false, fmt.Errorf("read mount table: %w", err)
+		return MountEntry{}, false, err
 	}
-	defer f.Close()
 	var found MountEntry
 	ok := false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if e, good := parseMountInfo(sc.Text()); good && e.Dir == dir {
+	for _, e := range mounts {
+		if e.Dir == dir {
 			found, ok = e, true
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return MountEntry{}, false, fmt.Errorf("read mount table: %w", err)
-	}
 	return found, ok, nil
-}
-
-// parseMountInfo parses a /proc/PID/mountinfo line:
-// "36 35 98:0 /root /mnt rw,noatime master:1 - ext3 /dev/root rw".
-func parseMountInfo(line string) (MountEntry, bool) {
-	left, right, ok := strings.Cut(line, " - ")
-	if !ok {
-		return MountEntry{}, false
-	}
-	lf, rf := strings.Fields(left), strings.Fields(right)
-	if len(lf) < 5 || len(rf) < 2 {
-		return MountEntry{}, false
-	}
-	return MountEntry{Dir: unescapeMount(lf[4]), Type: unescapeMount(rf[0]), Source: unescapeMount(rf[1])}, true
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) of the mount table.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // MountPoint resolves dir as the mount table spells it: absolute, clean, with symbolic links in

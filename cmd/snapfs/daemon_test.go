@@ -81,12 +81,9 @@ func (e *env) daemonLog() string {
 
 // isMounted reports whether dir is a mount point.
 func isMounted(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+	mounts, _ := chain.MountTable()
+	for _, e := range mounts {
+		if e.Dir == dir {
 			return true
 		}
 	}
