@@ -183,10 +183,22 @@ func (j *createJob) begin(ctx context.Context, vol store.Volume, name string, no
 	})
 }
 
-// freeName returns the default name VOLUME-YYYYMMDD-HHMMSS, or that with -2, -3… whichever no
-// snapshot of the chain has. The volume's name is cut short where the whole would pass the
-// 128-character limit, the time and the suffix are kept.
+// freeName returns the default name of a new snapshot of volume vol in a chain: see
+// DefaultSnapshotName.
 func freeName(tx *store.Tx, chain int64, vol string, now time.Time) (string, error) {
+	return DefaultSnapshotName(vol, now, func(name string) (bool, error) {
+		_, err := tx.SnapshotByName(chain, name)
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+}
+
+// DefaultSnapshotName returns VOLUME-YYYYMMDD-HHMMSS (now's local time), or that with -2, -3…, the
+// first that taken says is free. The volume's name is cut short where the whole would pass the
+// 128-character limit; the time and the suffix are kept.
+func DefaultSnapshotName(vol string, now time.Time, taken func(name string) (bool, error)) (string, error) {
 	stamp := now.Format("-20060102-150405")
 	for n := 1; ; n++ {
 		tail := stamp
@@ -194,12 +206,12 @@ func freeName(tx *store.Tx, chain int64, vol string, now time.Time) (string, err
 			tail += fmt.Sprintf("-%d", n)
 		}
 		name := vol[:min(len(vol), 128-len(tail))] + tail
-		_, err := tx.SnapshotByName(chain, name)
-		if errors.Is(err, ErrNotFound) {
-			return name, nil
-		}
+		used, err := taken(name)
 		if err != nil {
 			return "", err
+		}
+		if !used {
+			return name, nil
 		}
 	}
 }

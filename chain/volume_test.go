@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestAddVolumeRefusesADiskTwice(t *testing.T) {
@@ -76,5 +78,19 @@ func TestParseMountInfo(t *testing.T) {
 	}
 	if got := unescapeMount(`a\04`); got != `a\04` {
 		t.Errorf("unescapeMount of a short escape = %q", got)
+	}
+}
+
+func TestDefaultSnapshotName(t *testing.T) {
+	now := time.Date(2026, 11, 25, 3, 4, 5, 0, time.Local)
+	taken := map[string]bool{"v-20261125-030405": true, "v-20261125-030405-2": true}
+	free := func(n string) (bool, error) { return taken[n], nil }
+	if got, _ := DefaultSnapshotName("v", now, free); got != "v-20261125-030405-3" {
+		t.Errorf("with two taken: %q", got)
+	}
+	long := strings.Repeat("x", 128)
+	got, _ := DefaultSnapshotName(long, now, func(n string) (bool, error) { return n == long[:112]+"-20261125-030405", nil })
+	if len(got) != 128 || !strings.HasSuffix(got, "-20261125-030405-2") || ValidateName(got) != nil {
+		t.Errorf("long volume: %q", got)
 	}
 }

@@ -144,7 +144,7 @@ func (f *FS) startSnapshot(ctx context.Context, volume, name string) (string, er
 	}
 	now := time.Now()
 	if name == "" {
-		name = freeName(taken, volume+now.Format("-20060102-150405"))
+		name, _ = chain.DefaultSnapshotName(volume, now, func(n string) (bool, error) { return taken[n], nil })
 	} else if taken[name] {
 		return name, fmt.Errorf("snapshot %s/%s: %w", v.Chain, name, chain.ErrExists)
 	}
@@ -171,23 +171,6 @@ func (f *FS) snapshotNames(ctx context.Context, chainName string) (map[string]bo
 		taken[s.Name] = true
 	}
 	return taken, nil
-}
-
-// freeName returns base, or base-2, base-3… whichever is not taken, within 128 characters (the
-// engine names default snapshots the same way).
-func freeName(taken map[string]bool, base string) string {
-	for n := 1; ; n++ {
-		name := base
-		if n > 1 {
-			s := fmt.Sprintf("-%d", n)
-			name = base[:min(len(base), 128-len(s))] + s
-		} else if len(name) > 128 {
-			name = name[:128]
-		}
-		if !taken[name] {
-			return name
-		}
-	}
 }
 
 // runSnapshot creates the snapshot a job describes and records how it ended.

@@ -80,17 +80,6 @@ func TestJobsStatus(t *testing.T) {
 	}
 }
 
-func TestFreeName(t *testing.T) {
-	taken := map[string]bool{"v-1": true, "v-1-2": true}
-	if got := freeName(taken, "v-1"); got != "v-1-3" {
-		t.Errorf("freeName = %q", got)
-	}
-	long := strings.Repeat("x", 128)
-	if got := freeName(map[string]bool{long: true}, long); len(got) != 128 || !strings.HasSuffix(got, "-2") {
-		t.Errorf("freeName(long) = %q", got)
-	}
-}
-
 func TestCopyOut(t *testing.T) {
 	if n, errno := copyOut(nil, "abc"); n != 3 || errno != 0 {
 		t.Errorf("size query: %d, %v", n, errno)
