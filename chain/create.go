@@ -13,7 +13,6 @@ import (
 
 	"github.com/snapfs/snapfs/store"
 	"golang.org/x/sys/unix"
-	"unsafe"
 )
 
 // Progress reports how many of total bytes an operation has processed. It is called from one
@@ -317,7 +316,7 @@ func (j *createJob) work(ctx context.Context, next *atomic.Int64, out chan<- []r
 	cs := j.chain.ChunkSize
 	per := max(1, readBlock/cs)
 	total := chunkCount(j.src.size, cs)
-	buf := alignedBuf(int(per * cs))
+	buf := store.AlignedBuf(int(per * cs))
 	var enc store.Encoder
 	for ctx.Err() == nil {
 		idx := next.Add(per) - per
@@ -364,13 +363,6 @@ func (j *createJob) readFull(p []byte, off int64) error {
 		return fmt.Errorf("source %s shrank while being read (short read at %d)", j.src.path, off+int64(n))
 	}
 	return fmt.Errorf("read source %s at %d: %w", j.src.path, off+int64(n), err)
-}
-
-// alignedBuf returns a buffer of n bytes aligned to 4 KiB, as O_DIRECT needs.
-func alignedBuf(n int) []byte {
-	raw := make([]byte, n+4096)
-	shift := (4096 - int(uintptr(unsafe.Pointer(&raw[0]))%4096)) % 4096
-	return raw[shift : shift+n]
 }
 
 // hashBlock turns the n chunks of a block starting at chunk idx (data nil for a hole) into results:

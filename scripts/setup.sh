@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what snapfs's build, tests and demo need on a fresh Debian machine: the Go modules, and the
-# FUSE and filesystem tools (fuse3, e2fsprogs, util-linux). Safe to run again: it installs only what
+# FUSE and filesystem tools (fuse3, e2fsprogs, util-linux) and liblz4-dev. Safe to run again: it installs only what
 # is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || need+=(mount)
 command -v getfattr >/dev/null 2>&1 || need+=(attr)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# liblz4's static library: chunks are compressed with the reference LZ4 encoder (store/lz4.go).
+[ -e /usr/include/lz4.h ] && [ -n "$(find /usr/lib -name liblz4.a 2>/dev/null | head -1)" ] || need+=(liblz4-dev)
 # scripts/bench.sh's tools
 command -v bc >/dev/null 2>&1 || need+=(bc)
 [ -x /usr/bin/time ] || need+=(time)

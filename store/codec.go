@@ -103,7 +103,7 @@ func decodeHeader(src []byte) (Header, error) {
 // Encoder turns raw chunks into records. It keeps compression state between calls, so each goroutine
 // needs its own.
 type Encoder struct {
-	lz  lz4.Compressor
+	lz  lz4Compressor
 	buf []byte
 }
 
@@ -125,9 +125,9 @@ func RecordBound(rawSize int) int {
 // least RecordBound(len(raw)) bytes, and returns it (buf[:RecordLen(stored size)]).
 func (e *Encoder) EncodeInto(buf, raw []byte, sum Hash) []byte {
 	h := Header{Codec: CodecLZ4, RawSize: len(raw), Hash: sum}
-	n, err := e.lz.CompressBlock(raw, buf[HeaderSize:])
+	n := e.lz.compress(raw, buf[HeaderSize:])
 	// Keep the compressed form only when it saves at least one block of the pack.
-	if err != nil || n == 0 || RecordLen(n) >= RecordLen(len(raw)) {
+	if n <= 0 || RecordLen(n) >= RecordLen(len(raw)) {
 		h.Codec = CodecRaw
 		n = copy(buf[HeaderSize:], raw)
 	}

@@ -3,7 +3,10 @@ package store
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"os"
 	"testing"
+
+	"github.com/pierrec/lz4/v4"
 )
 
 // The content hash is on the critical path of every snapshot: these compare the candidates on one
@@ -64,6 +67,49 @@ func BenchmarkDecodeText(b *testing.B) {
 	for b.Loop() {
 		if _, err := DecodeRecord(dst, rec, sum, len(buf)); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// binaryChunks returns 64 KiB chunks of real, moderately compressible data: the test binary itself.
+func binaryChunks(b *testing.B) [][]byte {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var chunks [][]byte
+	for off := 0; off+64<<10 <= len(data) && len(chunks) < 128; off += 64 << 10 {
+		chunks = append(chunks, data[off:off+64<<10])
+	}
+	b.SetBytes(int64(len(chunks) * 64 << 10))
+	b.ResetTimer()
+	return chunks
+}
+
+// BenchmarkCompressLibLZ4 and BenchmarkCompressPierrecLZ4 compare the two LZ4 block encoders on the
+// same chunks: the reason chunks are compressed with liblz4.
+func BenchmarkCompressLibLZ4(b *testing.B) {
+	chunks := binaryChunks(b)
+	var c lz4Compressor
+	dst := make([]byte, lz4.CompressBlockBound(64<<10))
+	for b.Loop() {
+		for _, ch := range chunks {
+			c.compress(ch, dst)
+		}
+	}
+}
+
+func BenchmarkCompressPierrecLZ4(b *testing.B) {
+	chunks := binaryChunks(b)
+	var c lz4.Compressor
+	dst := make([]byte, lz4.CompressBlockBound(64<<10))
+	for b.Loop() {
+		for _, ch := range chunks {
+			c.CompressBlock(ch, dst)
 		}
 	}
 }

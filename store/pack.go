@@ -12,14 +12,21 @@ import (
 	"strings"
 	"sync"
 
+	"unsafe"
+
 	"golang.org/x/sys/unix"
 )
 
 // Backend stores chunk records. The pack-file backend is the only one today; the interface is what an
 // object-store backend would implement.
 type Backend interface {
-	// Append stores one encoded record and says where it went. It is not durable until Sync.
+	// Append stores one encoded record and says where it went. It is not durable until Sync, which
+	// also reports a failure to write it.
 	Append(ctx context.Context, rec []byte) (pack, offset int64, err error)
+	// Abort says that the transaction appending is being rolled back: records it appended that are
+	// not written yet never will be, and once Abort returns nothing more lands in the packs for it.
+	// Failed writes of the transaction are forgotten.
+	Abort()
 	// Settle says that the transaction that appended extents has ended, committed or not: until then
 	// their packs must not be removed, even when no committed chunk lives in them.
 	Settle(extents []Extent)
@@ -41,10 +48,6 @@ type Extent struct {
 // PackRollSize is the size past which a new pack file is started.
 const PackRollSize = 64 << 20
 
-// writebackStep is how many appended bytes of a pack make Append start their writeback
-// (sync_file_range), ahead of the fdatasync that makes them durable.
-const writebackStep = 4 << 20
-
 type packBackend struct {
 	dir      string
 	db       *sql.DB
@@ -52,9 +55,13 @@ type packBackend struct {
 
 	mu      sync.Mutex
 	files   map[int64]*os.File
-	cur     int64 // pack being appended to, 0 before the first append
-	curSize int64
-	started int64 // the current pack's bytes before this offset have had their writeback started
+	cur     int64    // pack being appended to, 0 before the first append
+	curSize int64    // end of the current pack, staged records included
+	direct  *os.File // the current pack opened for direct writes; nil where that is refused
+	stage   []byte   // a stage buffer: records appended but not yet handed to w, ending at curSize
+	staged  int      // bytes of stage in use
+	written int64    // the current pack's bytes before this offset are on disk
+	w       *writeBehind
 	dirty   map[int64]bool
 	pending map[int64]int // records appended by transactions still open, per pack
 
@@ -63,7 +70,7 @@ type packBackend struct {
 
 func newPackBackend(dir string, db *sql.DB, readOnly bool) *packBackend {
 	return &packBackend{dir: dir, db: db, readOnly: readOnly, files: map[int64]*os.File{}, dirty: map[int64]bool{},
-		pending: map[int64]int{}}
+		pending: map[int64]int{}, w: newWriteBehind()}
 }
 
 func (b *packBackend) path(id int64) string {
@@ -95,7 +102,7 @@ func (b *packBackend) fileLocked(id int64) (*os.File, error) {
 }
 
 func (b *packBackend) Read(ctx context.Context, dst []byte, c Chunk) ([]byte, error) {
-	f, err := b.file(c.Pack)
+	f, err := b.readFile(c)
 	if err != nil {
 		return nil, fmt.Errorf("open pack %d: %w", c.Pack, err)
 	}
@@ -116,36 +123,96 @@ func (b *packBackend) Read(ctx context.Context, dst []byte, c Chunk) ([]byte, er
 	return DecodeRecord(dst, rec, c.Hash, int(c.Size))
 }
 
+// readFile returns the descriptor to read chunk c from. A record of the current pack not yet written
+// (only its own transaction can know of it) is written out first.
+func (b *packBackend) readFile(c Chunk) (*os.File, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c.Pack == b.cur && c.Offset+c.StoredSize > b.written {
+		if err := b.flushLocked(); err != nil {
+			return nil, err
+		}
+		if err := b.w.wait(); err != nil {
+			return nil, err
+		}
+		b.written = b.curSize
+	}
+	return b.fileLocked(c.Pack)
+}
+
 func (b *packBackend) Append(ctx context.Context, rec []byte) (int64, int64, error) {
 	if b.readOnly {
 		return 0, 0, errors.New("store opened read-only")
 	}
+	if len(rec) > stageSize {
+		return 0, 0, fmt.Errorf("record of %d bytes is too large", len(rec))
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cur == 0 || b.curSize+int64(len(rec)) > PackRollSize {
+		if err := b.flushLocked(); err != nil {
+			return 0, 0, err
+		}
+		if err := b.w.wait(); err != nil {
+			return 0, 0, err
+		}
 		if err := b.rollLocked(ctx); err != nil {
 			return 0, 0, err
 		}
 	}
-	f, err := b.fileLocked(b.cur)
-	if err != nil {
-		return 0, 0, fmt.Errorf("open pack %d: %w", b.cur, err)
+	if b.staged+len(rec) > stageSize {
+		if err := b.flushLocked(); err != nil {
+			return 0, 0, err
+		}
 	}
+	if b.stage == nil {
+		b.stage = b.w.buffer()
+	}
+	copy(b.stage[b.staged:], rec)
+	b.staged += len(rec)
 	off := b.curSize
-	if _, err := f.WriteAt(rec, off); err != nil {
-		// Leave curSize alone: the next record overwrites whatever part of this one landed.
-		return 0, 0, fmt.Errorf("write pack %d: %w", b.cur, err)
-	}
 	b.curSize += int64(len(rec))
-	if b.curSize-b.started >= writebackStep {
-		// Start writing back what the pack gained, so that the fdatasync before the commit finds
-		// little left to write and the disk works while the snapshot reads and hashes on.
-		unix.SyncFileRange(int(f.Fd()), b.started, b.curSize-b.started, unix.SYNC_FILE_RANGE_WRITE)
-		b.started = b.curSize
-	}
 	b.dirty[b.cur] = true
 	b.pending[b.cur]++
 	return b.cur, off, nil
+}
+
+// flushLocked starts writing the staged records to the current pack. Failures show at the next
+// wait of b.w. The offsets of records that fail to be written are not reused, so that nothing their
+// failed transaction frees can be taken by a later record.
+func (b *packBackend) flushLocked() error {
+	if b.staged == 0 {
+		return nil
+	}
+	f, err := b.fileLocked(b.cur)
+	if err != nil {
+		return fmt.Errorf("open pack %d: %w", b.cur, err)
+	}
+	b.w.write(b.cur, b.direct, f, b.stage, b.stage[:b.staged], b.curSize-int64(b.staged))
+	b.stage, b.staged = nil, 0
+	return nil
+}
+
+func (b *packBackend) Abort() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.staged = 0
+	b.w.reset()
+	b.written = b.curSize
+}
+
+// setCurrentLocked makes pack id, open as f, the one appended to from offset end. The caller has
+// flushed the previous pack and waited for its writes.
+func (b *packBackend) setCurrentLocked(id int64, f *os.File, end int64) {
+	if b.direct != nil {
+		b.direct.Close()
+		b.direct = nil
+	}
+	b.files[id] = f
+	b.cur, b.curSize, b.staged, b.written = id, end, 0, end
+	if d, err := os.OpenFile(b.path(id), os.O_WRONLY|unix.O_DIRECT, 0); err == nil {
+		b.direct = d
+	}
 }
 
 func (b *packBackend) Settle(extents []Extent) {
@@ -173,7 +240,7 @@ func (b *packBackend) rollLocked(ctx context.Context) error {
 		if err == nil && end < PackRollSize {
 			f, err := b.fileLocked(id)
 			if err == nil && f.Truncate(end) == nil {
-				b.cur, b.curSize, b.started = id, end, end
+				b.setCurrentLocked(id, f, end)
 				return nil
 			}
 		}
@@ -193,8 +260,7 @@ func (b *packBackend) rollLocked(ctx context.Context) error {
 		f.Close()
 		return err
 	}
-	b.files[id] = f
-	b.cur, b.curSize, b.started = id, 0, 0
+	b.setCurrentLocked(id, f, 0)
 	return nil
 }
 
@@ -218,6 +284,13 @@ func (b *packBackend) newPackID(ctx context.Context) (int64, error) {
 func (b *packBackend) Sync() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.flushLocked(); err != nil {
+		return err
+	}
+	if err := b.w.wait(); err != nil {
+		return err
+	}
+	b.written = b.curSize
 	for id := range b.dirty {
 		f, err := b.fileLocked(id)
 		if err != nil {
@@ -293,7 +366,13 @@ func (b *packBackend) removeIfEmpty(ctx context.Context, id int64) error {
 func (b *packBackend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.staged = 0 // records of no committed transaction
+	b.w.reset()
 	var first error
+	if b.direct != nil {
+		first = b.direct.Close()
+		b.direct = nil
+	}
 	for id, f := range b.files {
 		if err := f.Close(); err != nil && first == nil {
 			first = err
@@ -301,6 +380,13 @@ func (b *packBackend) Close() error {
 		delete(b.files, id)
 	}
 	return first
+}
+
+// AlignedBuf returns a buffer of n bytes aligned to 4 KiB, as O_DIRECT needs.
+func AlignedBuf(n int) []byte {
+	raw := make([]byte, n+4096)
+	shift := (4096 - int(uintptr(unsafe.Pointer(&raw[0]))%4096)) % 4096
+	return raw[shift : shift+n]
 }
 
 func syncDir(dir string) error {

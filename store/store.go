@@ -188,6 +188,8 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		}
 	}
 	if err != nil {
+		// While the transaction still holds the write lock: no other one appends meanwhile.
+		s.chunks.Abort()
 		sqlTx.Rollback()
 		s.chunks.Settle(tx.appended)
 		// Records no committed row references are garbage: give their space back now.

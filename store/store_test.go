@@ -280,6 +280,10 @@ func appendGarbage(t *testing.T, s *Store, datas ...[]byte) {
 			t.Fatal(err)
 		}
 	}
+	// As a writer that crashed between the sync of its records and its commit leaves them.
+	if err := s.chunks.Sync(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestRolledBackAppendsFreed checks that a transaction that fails after appending records gives their
