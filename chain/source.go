@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,6 +17,9 @@ type disk struct {
 	size  int64
 	block bool
 	st    unix.Stat_t
+
+	direct   *os.File    // a regular file opened for O_DIRECT reads too (see directReads); or nil
+	noDirect atomic.Bool // the filesystem refused a direct read: read through f
 }
 
 // statDisk checks that path names a regular file or a block device and returns its absolute path.
@@ -97,7 +101,54 @@ func (d *disk) currentSize() (int64, error) {
 	return fi.Size(), nil
 }
 
-func (d *disk) Close() error { return d.f.Close() }
+func (d *disk) Close() error {
+	if d.direct != nil {
+		d.direct.Close()
+	}
+	return d.f.Close()
+}
+
+// directReads makes readAt of a regular file bypass the page cache where the filesystem allows it.
+// A full snapshot writes about as much as it reads, and on the machines measured buffered reads
+// next to that writing cost 3-6 CPU-seconds of kernel copying for a 2 GiB disk, against 1 with
+// direct reads; an incremental one reads mostly cached data, where buffered reads are 2-3 times
+// faster, so only the first snapshot of a chain asks for this. Block devices are always read
+// directly (see openDisk).
+func (d *disk) directReads() {
+	if d.block || d.direct != nil {
+		return
+	}
+	f, err := os.OpenFile(d.path, os.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil || !sameDisk(st, d.st) {
+		f.Close() // the path names another file now: keep reading the one opened
+		return
+	}
+	d.direct = f
+}
+
+// directAlign is the alignment of direct reads of regular files.
+const directAlign = 4096
+
+// readAt reads len(p) bytes at off, or fewer at the end of the disk, like ReadAt. A direct read of
+// a regular file is rounded up to whole blocks: p must be aligned and have the capacity for that.
+func (d *disk) readAt(p []byte, off int64) (int, error) {
+	if d.direct != nil && !d.noDirect.Load() && off%directAlign == 0 {
+		want := len(p)
+		n, err := d.direct.ReadAt(p[:min(cap(p), (want+directAlign-1)/directAlign*directAlign)], off)
+		if !errors.Is(err, unix.EINVAL) {
+			if n >= want {
+				return want, nil
+			}
+			return n, err
+		}
+		d.noDirect.Store(true) // the filesystem takes no direct reads of this alignment
+	}
+	return d.f.ReadAt(p, off)
+}
 
 // unwrapPath drops the *PathError wrapper whose path the caller already names.
 func unwrapPath(err error) error {

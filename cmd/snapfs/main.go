@@ -12,13 +12,23 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 )
 
+// memoryLimit is the heap size past which the garbage collector works harder (unless GOMEMLIMIT
+// says otherwise). A snapshot allocates each record it stores and frees it at its batch's commit;
+// left to GOGC alone the heap of a full snapshot of the benchmark disk peaked at 250 MB, with this
+// at 165 MB and no slower.
+const memoryLimit = 160 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	// SIGINT and SIGTERM cancel the context long operations run under, so that they clean up (thaw a
 	// frozen filesystem, roll back a half-made snapshot) before the process exits.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
