@@ -87,7 +87,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 	}
 	defer m.setActive(job.snap.ID, false)
 	if job.prev == nil {
-		src.directReads()
+		src.useDirect()
 	}
 	if err := job.run(ctx, opts.Freeze); err != nil {
 		if derr := m.discardSnapshot(context.WithoutCancel(ctx), job.snap.ID); derr != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"sync"
@@ -113,10 +114,17 @@ func openTarget(path string, size int64, force bool) (*disk, error) {
 	return d, nil
 }
 
-// writeImage makes d's first v.size bytes equal to the view, chunk by chunk on all cores, reading
+// restoreSpan is how much of the disk a restore worker takes at a time: it reads that much of the
+// target in one call and writes each run of changed chunks in one call, directly where the target
+// allows. On the machines measured 4 MiB direct writes ran at 2.3 GB/s, 64 KiB buffered ones at
+// 350 MB/s once the final sync was counted.
+const restoreSpan = 4 << 20
+
+// writeImage makes d's first v.size bytes equal to the view, span by span on all cores, reading
 // what d holds first and writing only chunks that differ. Zero chunks become holes in files.
 func (m *Manager) writeImage(ctx context.Context, v *view, d *disk, st *RestoreStats, progress Progress) error {
 	total := int64(len(v.chunks))
+	per := max(1, restoreSpan/v.chunkSize)
 	var next, done, written, skipped, wbytes atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -125,43 +133,36 @@ func (m *Manager) writeImage(ctx context.Context, v *view, d *disk, st *RestoreS
 	fail := func(err error) { errOnce.Do(func() { firstErr = err; cancel() }) }
 	var progMu sync.Mutex
 	var wg sync.WaitGroup
+	d.useDirect()
 	// Records are asked for a window ahead of the chunks being written, so that a cold store is read
-	// ahead rather than record by record; the target's writeback is started every few MiB written,
-	// so that the final fdatasync does not write the whole disk at once.
-	window := max(1, prefetchAhead/v.chunkSize)
+	// ahead rather than record by record.
+	window := max(per, prefetchAhead/v.chunkSize/per*per)
 	m.st.Prefetch(v.chunks[:min(total, window)])
-	var unsynced atomic.Int64
 	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := chunkWriter{m: m, v: v, d: d}
+			w := newSpanWriter(m, v, d, per)
 			for ctx.Err() == nil {
-				idx := next.Add(1) - 1
-				if idx >= total {
+				first := next.Add(per) - per
+				if first >= total {
 					return
 				}
-				if idx%window == 0 && idx+window < total {
-					m.st.Prefetch(v.chunks[idx+window : min(total, idx+2*window)])
+				if first%window == 0 && first+window < total {
+					m.st.Prefetch(v.chunks[first+window : min(total, first+2*window)])
 				}
-				changed, err := w.sync(ctx, idx)
+				n := min(per, total-first)
+				changed, err := w.sync(ctx, first, n)
 				if err != nil {
 					fail(err)
 					return
 				}
-				if changed {
-					written.Add(1)
-					wbytes.Add(v.chunkLen(idx))
-					if unsynced.Add(v.chunkLen(idx)) >= restoreWritebackStep {
-						unsynced.Store(0)
-						unix.SyncFileRange(int(d.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-					}
-				} else {
-					skipped.Add(1)
-				}
-				n := done.Add(v.chunkLen(idx))
+				written.Add(changed.chunks)
+				wbytes.Add(changed.bytes)
+				skipped.Add(n - changed.chunks)
+				sum := done.Add(v.spanLen(first, n))
 				if progress != nil && progMu.TryLock() {
-					progress(n, v.size)
+					progress(sum, v.size)
 					progMu.Unlock()
 				}
 			}
@@ -184,37 +185,100 @@ func (m *Manager) writeImage(ctx context.Context, v *view, d *disk, st *RestoreS
 	return nil
 }
 
-// restoreWritebackStep is how many bytes a restore writes between starts of the target's writeback.
-const restoreWritebackStep = 8 << 20
+// spanLen is the length of the n chunks from first.
+func (v *view) spanLen(first, n int64) int64 {
+	return (n-1)*v.chunkSize + v.chunkLen(first+n-1)
+}
 
-// chunkWriter brings one chunk of a target disk in line with a view; one per goroutine.
-type chunkWriter struct {
+// spanWriter brings spans of a target disk in line with a view; one per goroutine.
+type spanWriter struct {
 	m        *Manager
 	v        *view
 	d        *disk
-	cur      []byte
-	buf      []byte
+	cur      []byte     // what the target holds in the span
+	out      []byte     // the view's chunks to write, at their place in the span
 	zeroLen  int64      // the length zeroHash is of
 	zeroHash store.Hash // the hash of zeroLen zero bytes
 }
 
-// sync makes chunk idx of the disk match the view and reports whether it had to write.
-func (w *chunkWriter) sync(ctx context.Context, idx int64) (bool, error) {
-	off, n := idx*w.v.chunkSize, w.v.chunkLen(idx)
-	if int64(cap(w.cur)) < n {
-		w.cur = make([]byte, n)
-	}
-	cur := w.cur[:n]
-	hole, err := w.readTarget(cur, off)
+func newSpanWriter(m *Manager, v *view, d *disk, per int64) *spanWriter {
+	n := int(per * v.chunkSize)
+	return &spanWriter{m: m, v: v, d: d, cur: store.AlignedBuf(n), out: store.AlignedBuf(n)}
+}
+
+// writeCount is what a span's sync wrote.
+type writeCount struct{ chunks, bytes int64 }
+
+// sync makes the n chunks from first of the disk match the view and says what it wrote.
+func (w *spanWriter) sync(ctx context.Context, first, n int64) (writeCount, error) {
+	var wc writeCount
+	cs := w.v.chunkSize
+	base := first * cs
+	length := w.v.spanLen(first, n)
+	hole, err := w.readTarget(w.cur[:length], base)
 	if err != nil {
-		return false, err
+		return wc, err
 	}
+	runStart := int64(-1) // first chunk of the run of changed chunks waiting in out, or -1
+	flush := func(end int64) error {
+		if runStart < 0 {
+			return nil
+		}
+		from, to := (runStart-first)*cs, (end-first-1)*cs+w.v.chunkLen(end-1)
+		runStart = -1
+		if _, err := w.d.writeAt(w.out[from:to], base+from); err != nil {
+			return fmt.Errorf("write %s at %d: %w", w.d.path, base+from, err)
+		}
+		return nil
+	}
+	for idx := first; idx < first+n; idx++ {
+		at := (idx - first) * cs
+		size := w.v.chunkLen(idx)
+		cur := w.cur[at : at+size]
+		change, err := w.compare(ctx, idx, cur, hole, w.out[at:at+size])
+		if err != nil {
+			return wc, err
+		}
+		switch change {
+		case unchanged, zeroed:
+			if err := flush(idx); err != nil {
+				return wc, err
+			}
+			if change == zeroed {
+				if err := w.zero(base+at, size); err != nil {
+					return wc, err
+				}
+				wc.chunks, wc.bytes = wc.chunks+1, wc.bytes+size
+			}
+		case rewrite:
+			if runStart < 0 {
+				runStart = idx
+			}
+			wc.chunks, wc.bytes = wc.chunks+1, wc.bytes+size
+		}
+	}
+	return wc, flush(first + n)
+}
+
+// chunkChange is what a chunk of the target needs.
+type chunkChange int
+
+const (
+	unchanged chunkChange = iota
+	zeroed                // the view has a hole where the target holds data
+	rewrite               // the view's bytes, decoded into out, must be written
+)
+
+// compare decides what chunk idx of the target, holding cur (zeros when hole), needs; for a
+// rewrite it decodes the view's chunk into out.
+func (w *spanWriter) compare(ctx context.Context, idx int64, cur []byte, hole bool, out []byte) (chunkChange, error) {
 	c := w.v.chunks[idx]
+	n := int64(len(cur))
 	if c.ID == 0 {
 		if hole || allZero(cur) {
-			return false, nil
+			return unchanged, nil
 		}
-		return true, w.zero(off, n)
+		return zeroed, nil
 	}
 	if hole {
 		// The target holds zeros there: no need to hash them, only to know the hash of zeros.
@@ -222,39 +286,41 @@ func (w *chunkWriter) sync(ctx context.Context, idx int64) (bool, error) {
 			w.zeroLen, w.zeroHash = n, store.Sum(cur)
 		}
 		if c.Size == n && c.Hash == w.zeroHash {
-			return false, nil
+			return unchanged, nil
 		}
 	} else if c.Size == n && store.Sum(cur) == c.Hash {
-		return false, nil
+		return unchanged, nil
 	}
-	data, err := w.m.st.ReadChunk(ctx, w.buf, c)
+	data, err := w.m.st.ReadChunk(ctx, out[:0], c)
 	if err != nil {
-		return false, err
+		return unchanged, err
 	}
-	w.buf = data
-	if _, err := w.d.f.WriteAt(data, off); err != nil {
-		return false, fmt.Errorf("write %s at %d: %w", w.d.path, off, err)
+	if int64(len(data)) != n || &data[0] != &out[0] {
+		return unchanged, fmt.Errorf("%w: chunk %d decodes to %d bytes, the view says %d", store.ErrCorrupt, c.ID, len(data), n)
 	}
-	return true, nil
+	return rewrite, nil
 }
 
-// readTarget reads what the disk holds at off; a hole of a sparse file reads as zeros unread, and
-// hole says so.
-func (w *chunkWriter) readTarget(p []byte, off int64) (hole bool, err error) {
+// readTarget reads what the disk holds in [off, off+len(p)); where a sparse file holds no data
+// there at all it reads nothing, clears p, and says hole.
+func (w *spanWriter) readTarget(p []byte, off int64) (hole bool, err error) {
 	if !w.d.block {
 		if next, err := unix.Seek(int(w.d.f.Fd()), off, unix.SEEK_DATA); errors.Is(err, unix.ENXIO) || err == nil && next >= off+int64(len(p)) {
 			clear(p)
 			return true, nil
 		}
 	}
-	if _, err := w.d.f.ReadAt(p, off); err != nil {
+	if n, err := w.d.readAt(p, off); n < len(p) {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
 		return false, fmt.Errorf("read %s at %d: %w", w.d.path, off, err)
 	}
 	return false, nil
 }
 
 // zero clears n bytes at off: a hole in a file, written zeros on a device.
-func (w *chunkWriter) zero(off, n int64) error {
+func (w *spanWriter) zero(off, n int64) error {
 	if !w.d.block {
 		err := unix.Fallocate(int(w.d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 		if err == nil {
@@ -326,29 +392,13 @@ func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (Clo
 	return res, nil
 }
 
+// writeClone writes the image into the new sparse file d: a restore onto a disk of holes, which
+// writes every chunk that holds data.
 func (m *Manager) writeClone(ctx context.Context, im *Image, d *disk, res *CloneResult, progress Progress) error {
-	var done, written atomic.Int64
-	var progMu sync.Mutex
-	err := m.eachChunk(ctx, im.view, func(idx int64, data []byte) error {
-		if _, err := d.f.WriteAt(data, idx*im.view.chunkSize); err != nil {
-			return fmt.Errorf("write %s: %w", d.path, err)
-		}
-		written.Add(int64(len(data)))
-		n := done.Add(int64(len(data)))
-		if progress != nil && progMu.TryLock() {
-			progress(n, im.Size())
-			progMu.Unlock()
-		}
-		return nil
-	})
-	res.BytesWritten = written.Load()
-	if err != nil {
-		return err
-	}
-	if err := unix.Fdatasync(int(d.f.Fd())); err != nil {
-		return fmt.Errorf("sync %s: %w", d.path, err)
-	}
-	return nil
+	var st RestoreStats
+	err := m.writeImage(ctx, im.view, d, &st, progress)
+	res.BytesWritten = st.BytesWritten
+	return err
 }
 
 // createImageFile creates a new sparse file of size bytes; an existing path is refused.

@@ -135,7 +135,7 @@ func (m *Manager) rehash(ctx context.Context, chunks []store.Chunk, rep *VerifyR
 			defer wg.Done()
 			var buf []byte
 			for c := range work {
-				data, err := m.st.ReadChunk(ctx, buf, c)
+				data, err := m.st.VerifyChunk(ctx, buf, c)
 				mu.Lock()
 				if err != nil {
 					bad = append(bad, Fault{Chunk: c.ID, Hash: c.Hash.String(), Problem: err.Error()})

@@ -458,6 +458,9 @@ func TestCtlSnapshot(t *testing.T) {
 			t.Errorf("third.img: %v, want not found", err)
 		}
 	}
+	if _, err := os.Stat(filepath.Join(images, "second.img")); err != nil {
+		t.Fatalf("second.img after its snapshot finished: %v\ndaemon log:\n%s", err, daemonLog(s.dir))
+	}
 	if got := sha256File(t, filepath.Join(images, "second.img")); got != wantSum {
 		t.Errorf("second.img: sha256 %s, want %s", got, wantSum)
 	}

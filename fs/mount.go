@@ -21,11 +21,14 @@ import (
 // FSType is the file system type snapfs mounts show in the mount table ("fuse." + FSType).
 const FSType = "snapfs"
 
-// Transfer sizes: the largest read or write request, and how far the kernel reads ahead.
+// Transfer sizes: the largest read or write request, and how far the kernel reads ahead. With 4 MiB
+// of read-ahead the kernel keeps several 1 MiB reads in flight, which the daemon serves on both
+// cores while the packs' pages are read ahead: a cold `dd` of the benchmark image ran at 1.6-1.9
+// GB/s against 1.3-1.4 with 1 MiB (16 MiB was no better than 4).
 const (
 	maxWrite     = 1 << 20
 	maxReadAhead = 1 << 20
-	readAheadKB  = 1024
+	readAheadKB  = 4096
 )
 
 // MountOptions say how to mount.

@@ -76,16 +76,21 @@ func TestRecordRoundTrip(t *testing.T) {
 			if h.Codec == CodecLZ4 && RecordLen(h.StoredSize) >= RecordLen(len(tc.data)) {
 				t.Errorf("kept an LZ4 payload that saves no block")
 			}
-			if !allZeroBytes(rec[HeaderSize+h.StoredSize:]) || !allZeroBytes(rec[52:HeaderSize]) {
+			if !allZeroBytes(rec[HeaderSize+h.StoredSize:]) || !allZeroBytes(rec[56:HeaderSize]) {
 				t.Errorf("padding is not zeroed")
 			}
+			if h.Version != recordV2 || h.PayloadCRC != crc32.Checksum(rec[HeaderSize:HeaderSize+h.StoredSize], crcTable) {
+				t.Errorf("version %d record with payload CRC %08x: want version 2 and the payload's CRC32C", h.Version, h.PayloadCRC)
+			}
 			for _, dst := range [][]byte{nil, make([]byte, 3), make([]byte, 0, len(tc.data)+100), bytes.Repeat([]byte{0xff}, len(tc.data))} {
-				got, err := DecodeRecord(dst, rec, sum, len(tc.data))
-				if err != nil {
-					t.Fatalf("decode (dst cap %d): %v", cap(dst), err)
-				}
-				if !bytes.Equal(got, tc.data) {
-					t.Fatalf("decode (dst cap %d) returned other bytes", cap(dst))
+				for _, deep := range []bool{true, false} {
+					got, err := decodeRecord(dst, rec, sum, len(tc.data), deep)
+					if err != nil {
+						t.Fatalf("decode (dst cap %d, deep %v): %v", cap(dst), deep, err)
+					}
+					if !bytes.Equal(got, tc.data) {
+						t.Fatalf("decode (dst cap %d, deep %v) returned other bytes", cap(dst), deep)
+					}
 				}
 			}
 		})
@@ -132,17 +137,21 @@ func expectCorrupt(t *testing.T, what string, rec []byte, want Hash, size int) {
 // expectCorruptOr is expectCorrupt that also accepts the exact bytes orig: a flipped payload bit
 // need not change what an LZ4 block decodes to (a match offset inside a run of equal bytes), and
 // the rule is only that wrong bytes are never returned.
+//
+// Both checks are tried: the deep one (the content hash) and the one reads use (the payload CRC).
 func expectCorruptOr(t *testing.T, what string, rec []byte, want Hash, size int, orig []byte) {
 	t.Helper()
-	got, err := DecodeRecord(nil, rec, want, size)
-	if err == nil && orig != nil && bytes.Equal(got, orig) {
-		return
-	}
-	if !errors.Is(err, ErrCorrupt) {
-		t.Errorf("%s: err = %v, want ErrCorrupt", what, err)
-	}
-	if got != nil {
-		t.Errorf("%s: returned %d bytes along with the error", what, len(got))
+	for _, deep := range []bool{true, false} {
+		got, err := decodeRecord(nil, rec, want, size, deep)
+		if err == nil && orig != nil && bytes.Equal(got, orig) {
+			continue
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s (deep %v): err = %v, want ErrCorrupt", what, deep, err)
+		}
+		if got != nil {
+			t.Errorf("%s (deep %v): returned %d bytes along with the error", what, deep, len(got))
+		}
 	}
 }
 
@@ -207,7 +216,9 @@ func TestRecordCorruption(t *testing.T) {
 				{"stored size past the record", func(r []byte) { binary.LittleEndian.PutUint32(r[12:16], uint32(len(r))) }},
 				{"other codec", func(r []byte) { r[5] ^= 1 }},
 				{"unknown codec", func(r []byte) { r[5] = 7 }},
-				{"version 2", func(r []byte) { r[4] = 2 }},
+				{"version 3", func(r []byte) { r[4] = 3 }},
+				{"version 1 (no payload CRC)", func(r []byte) { r[4] = 1; r[HeaderSize+h.StoredSize/2] ^= 0x10 }},
+				{"payload CRC", func(r []byte) { r[53] ^= 0x01 }},
 				{"payload flipped", func(r []byte) { r[HeaderSize+h.StoredSize/2] ^= 0x10 }},
 			}
 			for _, c := range resealed {
@@ -230,7 +241,11 @@ func TestRecordCorruption(t *testing.T) {
 			forged := append([]byte(nil), enc.Encode(other, Sum(other))...)
 			copy(forged[16:48], sum[:])
 			reseal(forged)
-			expectCorrupt(t, "payload of another chunk", forged, sum, len(tc.data))
+			// Only the deep check catches this forgery: it recomputed the header's checksum, which no
+			// accidental corruption does, and carries the other payload's valid CRC.
+			if got, err := DecodeRecord(nil, forged, sum, len(tc.data)); !errors.Is(err, ErrCorrupt) || got != nil {
+				t.Errorf("payload of another chunk: %d bytes, %v; want ErrCorrupt", len(got), err)
+			}
 
 			// Truncations.
 			for _, n := range []int{0, 1, 4, 47, 51, HeaderSize - 1, HeaderSize, payloadEnd - 1} {
@@ -251,9 +266,11 @@ func TestRecordCorruption(t *testing.T) {
 			// must still decode to the right bytes (or fail), never to other bytes.
 			for _, i := range append(spread(52, HeaderSize, 4), spread(payloadEnd, len(good), 4)...) {
 				rec := mutate(func(r []byte) { r[i] ^= 0xff })
-				got, err := DecodeRecord(nil, rec, sum, len(tc.data))
-				if err == nil && !bytes.Equal(got, tc.data) {
-					t.Errorf("pad byte %d flipped: wrong bytes returned", i)
+				for _, deep := range []bool{true, false} {
+					got, err := decodeRecord(nil, rec, sum, len(tc.data), deep)
+					if err == nil && !bytes.Equal(got, tc.data) {
+						t.Errorf("pad byte %d flipped (deep %v): wrong bytes returned", i, deep)
+					}
 				}
 			}
 			// The good record still decodes: the mutations worked on copies.
@@ -345,4 +362,23 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestVersion1Records checks that records written before payload checksums (version 1: zero bytes
+// where the CRC now is) still decode, checked by their hash in both modes.
+func TestVersion1Records(t *testing.T) {
+	var enc Encoder
+	for _, tc := range testChunks() {
+		sum := Sum(tc.data)
+		rec := append([]byte(nil), enc.Encode(tc.data, sum)...)
+		rec[4] = recordV1
+		clear(rec[52:56])
+		reseal(rec)
+		for _, deep := range []bool{true, false} {
+			got, err := decodeRecord(nil, rec, sum, len(tc.data), deep)
+			if err != nil || !bytes.Equal(got, tc.data) {
+				t.Errorf("%s: version 1 record (deep %v): %d bytes, %v", tc.name, deep, len(got), err)
+			}
+		}
+	}
 }

@@ -30,8 +30,9 @@ type Backend interface {
 	// Settle says that the transaction that appended extents has ended, committed or not: until then
 	// their packs must not be removed, even when no committed chunk lives in them.
 	Settle(extents []Extent)
-	// Read returns the verified raw bytes of chunk c appended to dst[:0].
-	Read(ctx context.Context, dst []byte, c Chunk) ([]byte, error)
+	// Read returns the checked raw bytes of chunk c appended to dst[:0]; deep checks them against
+	// the content address whatever the record carries (see Header).
+	Read(ctx context.Context, dst []byte, c Chunk, deep bool) ([]byte, error)
 	// Sync makes every appended record durable.
 	Sync() error
 	// Free returns the space of records that no committed metadata references any more.
@@ -101,7 +102,7 @@ func (b *packBackend) fileLocked(id int64) (*os.File, error) {
 	return f, nil
 }
 
-func (b *packBackend) Read(ctx context.Context, dst []byte, c Chunk) ([]byte, error) {
+func (b *packBackend) Read(ctx context.Context, dst []byte, c Chunk, deep bool) ([]byte, error) {
 	f, err := b.readFile(c)
 	if err != nil {
 		return nil, fmt.Errorf("open pack %d: %w", c.Pack, err)
@@ -120,7 +121,7 @@ func (b *packBackend) Read(ctx context.Context, dst []byte, c Chunk) ([]byte, er
 		}
 		return nil, fmt.Errorf("read pack %d: %w", c.Pack, err)
 	}
-	return DecodeRecord(dst, rec, c.Hash, int(c.Size))
+	return decodeRecord(dst, rec, c.Hash, int(c.Size), deep)
 }
 
 // readFile returns the descriptor to read chunk c from. A record of the current pack not yet written

@@ -239,9 +239,21 @@ func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
 	return fn(&Tx{tx: sqlTx, s: s, ctx: ctx, readOnly: true})
 }
 
-// ReadChunk returns the raw bytes of the chunk c, verified against its hash, appended to dst[:0].
+// ReadChunk returns the raw bytes of the chunk c appended to dst[:0], checked against the record's
+// payload checksum, or against the chunk's hash where the record has none: bytes that are not the
+// chunk's are never returned.
 func (s *Store) ReadChunk(ctx context.Context, dst []byte, c Chunk) ([]byte, error) {
-	out, err := s.chunks.Read(ctx, dst, c)
+	return s.readChunk(ctx, dst, c, false)
+}
+
+// VerifyChunk is ReadChunk that also hashes the decoded bytes against the chunk's address, as a
+// deep check of the store does.
+func (s *Store) VerifyChunk(ctx context.Context, dst []byte, c Chunk) ([]byte, error) {
+	return s.readChunk(ctx, dst, c, true)
+}
+
+func (s *Store) readChunk(ctx context.Context, dst []byte, c Chunk, deep bool) ([]byte, error) {
+	out, err := s.chunks.Read(ctx, dst, c, deep)
 	if errors.Is(err, os.ErrNotExist) {
 		// The metadata names a pack file that is gone: the store is damaged, the chunk not merely
 		// absent (callers and the daemon's error classes take ErrNotExist for "no such thing").
