@@ -147,6 +147,10 @@ type createJob struct {
 	progress Progress
 	snap     store.Snapshot
 	prev     *view // the newest snapshot's chunk map; nil for the first snapshot
+	// rowsEnd is one past the highest chunk index a delta of the chain names: past it (and past
+	// prev) a hole needs no delta row, as nothing could show through it. A first snapshot of a
+	// sparse 1 TiB disk would otherwise write 16 million rows saying "hole".
+	rowsEnd int64
 }
 
 // begin loads the newest snapshot's chunk map and records the new snapshot, invisible, as creating.
@@ -156,11 +160,16 @@ func (j *createJob) begin(ctx context.Context, vol store.Volume, name string, no
 		if err != nil {
 			return err
 		}
+		for _, s := range snaps {
+			end, err := tx.DeltaEnd(s.ID)
+			if err != nil {
+				return err
+			}
+			j.rowsEnd = max(j.rowsEnd, end)
+		}
 		for i := len(snaps) - 1; i >= 0; i-- {
 			if snaps[i].Status != StatusCreating {
-				if j.prev, err = loadView(tx, j.chain, snaps[i]); err != nil {
-					return err
-				}
+				j.prev = loadView(j.m, j.chain, snaps[i])
 				break
 			}
 		}
@@ -337,7 +346,11 @@ func (j *createJob) work(ctx context.Context, next *atomic.Int64, out chan<- []r
 				return err
 			}
 		}
-		if rs := j.hashBlock(&enc, idx, n, data); len(rs) > 0 {
+		rs, err := j.hashBlock(ctx, &enc, idx, n, data)
+		if err != nil {
+			return err
+		}
+		if len(rs) > 0 {
 			select {
 			case out <- rs:
 			case <-ctx.Done():
@@ -371,17 +384,27 @@ func (j *createJob) readFull(p []byte, off int64) error {
 
 // hashBlock turns the n chunks of a block starting at chunk idx (data nil for a hole) into results:
 // holes, and chunks whose content differs from the previous snapshot, hashed and encoded.
-func (j *createJob) hashBlock(enc *store.Encoder, idx, n int64, data []byte) []result {
+func (j *createJob) hashBlock(ctx context.Context, enc *store.Encoder, idx, n int64, data []byte) ([]result, error) {
 	var rs []result
 	cs := j.chain.ChunkSize
+	prevs, err := j.prevChunks(ctx, idx, n)
+	if err != nil {
+		return nil, err
+	}
 	for i := range n {
-		prev, hadPrev := j.prevChunk(idx + i)
+		var prev store.Chunk
+		hadPrev := i < int64(len(prevs))
+		if hadPrev {
+			prev = prevs[i]
+		}
 		var chunk []byte
 		if data != nil {
 			chunk = data[i*cs : min((i+1)*cs, int64(len(data)))]
 		}
 		if chunk == nil || allZero(chunk) {
-			if !hadPrev || prev.ID != 0 {
+			// A hole row only where something could show through: prev's data, or an older
+			// snapshot's row past prev's end (the disk shrank and grew back).
+			if hadPrev && prev.ID != 0 || !hadPrev && idx+i < j.rowsEnd {
 				rs = append(rs, result{idx: idx + i})
 			}
 			continue
@@ -393,15 +416,16 @@ func (j *createJob) hashBlock(enc *store.Encoder, idx, n int64, data []byte) []r
 		rec := bytes.Clone(enc.Encode(chunk, sum))
 		rs = append(rs, result{idx: idx + i, hash: sum, size: len(chunk), rec: rec})
 	}
-	return rs
+	return rs, nil
 }
 
-// prevChunk is the previous snapshot's chunk at idx; ok is false where that snapshot had none.
-func (j *createJob) prevChunk(idx int64) (store.Chunk, bool) {
-	if j.prev == nil || idx >= int64(len(j.prev.chunks)) {
-		return store.Chunk{}, false
+// prevChunks returns the previous snapshot's entries for the n chunks from idx, fewer (or none)
+// where that snapshot's disk was smaller.
+func (j *createJob) prevChunks(ctx context.Context, idx, n int64) ([]store.Chunk, error) {
+	if j.prev == nil || idx >= j.prev.count {
+		return nil, nil
 	}
-	return j.prev.chunks[idx], true
+	return j.prev.span(ctx, idx, min(idx+n, j.prev.count))
 }
 
 // write gathers results in batches of about batchBytes of records and hands each to a committer

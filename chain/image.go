@@ -11,43 +11,6 @@ import (
 	"github.com/snapfs/snapfs/store"
 )
 
-// view is a snapshot's chunk map, folded from its chain's deltas: entry i describes chunk index i, a
-// zero Chunk (ID 0) being a hole. Reads resolve an offset in O(1) through it.
-type view struct {
-	size      int64
-	chunkSize int64
-	chunks    []store.Chunk
-}
-
-// loadView folds the deltas of c's snapshots up to s, oldest first, into s's chunk map.
-func loadView(tx *store.Tx, c store.Chain, s store.Snapshot) (*view, error) {
-	v := &view{size: s.Size, chunkSize: c.ChunkSize, chunks: make([]store.Chunk, chunkCount(s.Size, c.ChunkSize))}
-	err := tx.FoldChunks(c.ID, s.Seq, func(idx int64, ch store.Chunk) {
-		if idx < int64(len(v.chunks)) {
-			v.chunks[idx] = ch
-		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load snapshot %s: %w", s.Name, err)
-	}
-	return v, nil
-}
-
-// resolveView finds the snapshot ref names and folds its chunk map.
-func resolveView(tx *store.Tx, ref string) (store.Snapshot, store.Chain, *view, error) {
-	s, c, err := resolve(tx, ref)
-	if err != nil {
-		return s, c, nil, err
-	}
-	v, err := loadView(tx, c, s)
-	return s, c, v, err
-}
-
-// chunkLen is the length of chunk idx: the last one may be short.
-func (v *view) chunkLen(idx int64) int64 {
-	return min(v.chunkSize, v.size-idx*v.chunkSize)
-}
-
 // Image reads one snapshot as a disk image. It is an io.ReaderAt that knows where the holes are.
 type Image struct {
 	m     *Manager
@@ -69,14 +32,16 @@ func (im *Image) prefetch(end int64) {
 	window := max(1, prefetchAhead/v.chunkSize)
 	im.prefetchMu.Lock()
 	from := max(im.prefetched, end)
-	to := min(int64(len(v.chunks)), end+window)
+	to := min(v.count, end+window)
 	if from >= to || im.prefetched > end+window/2 {
 		im.prefetchMu.Unlock()
 		return
 	}
 	im.prefetched = to
 	im.prefetchMu.Unlock()
-	im.m.st.Prefetch(v.chunks[from:to])
+	if chunks, err := v.span(context.Background(), from, to); err == nil {
+		im.m.st.Prefetch(chunks)
+	}
 }
 
 // OpenImage opens the snapshot ref names for reading. While the image is open the snapshot's data is
@@ -86,7 +51,7 @@ func (m *Manager) OpenImage(ctx context.Context, ref string) (*Image, error) {
 	m.openMu.Lock()
 	defer m.openMu.Unlock()
 	err := m.st.View(ctx, func(tx *store.Tx) error {
-		s, c, v, err := resolveView(tx, ref)
+		s, c, v, err := m.resolveView(tx, ref)
 		if err != nil {
 			return err
 		}
@@ -194,7 +159,10 @@ func (im *Image) readSeq(p []byte, off int64) (int, error) {
 		pos := off + int64(n)
 		idx := pos / v.chunkSize
 		within := pos - idx*v.chunkSize
-		c := v.chunks[idx]
+		c, err := v.at(context.Background(), idx)
+		if err != nil {
+			return n, fmt.Errorf("read %s at %d: %w", im.info.Ref(), pos, err)
+		}
 		if c.ID == 0 {
 			k := int(min(int64(len(p)-n), v.chunkLen(idx)-within))
 			clear(p[n : n+k])
@@ -235,12 +203,18 @@ func (im *Image) SeekData(off int64) (pos int64, ok bool) {
 	if off >= v.size {
 		return 0, false
 	}
-	for idx := off / v.chunkSize; idx < int64(len(v.chunks)); idx++ {
-		if v.chunks[idx].ID != 0 {
-			return max(off, idx*v.chunkSize), true
+	pos, found := int64(0), false
+	err := v.eachFrom(context.Background(), off/v.chunkSize, func(idx int64, c store.Chunk) bool {
+		if c.ID != 0 {
+			pos, found = max(off, idx*v.chunkSize), true
 		}
+		return !found
+	})
+	if err != nil {
+		// The map cannot be read: claim data, never a hole that may not be one; reading it fails.
+		return off, true
 	}
-	return 0, false
+	return pos, found
 }
 
 // SeekHole returns the first offset at or after off inside a hole, as lseek(SEEK_HOLE); the end of the
@@ -250,12 +224,18 @@ func (im *Image) SeekHole(off int64) int64 {
 	if off < 0 {
 		off = 0
 	}
-	for idx := off / v.chunkSize; idx < int64(len(v.chunks)); idx++ {
-		if v.chunks[idx].ID == 0 {
-			return max(off, idx*v.chunkSize)
+	pos := max(off, v.size)
+	err := v.eachFrom(context.Background(), off/v.chunkSize, func(idx int64, c store.Chunk) bool {
+		if c.ID == 0 {
+			pos = max(off, idx*v.chunkSize)
+			return false
 		}
+		return true
+	})
+	if err != nil {
+		return max(off, v.size) // as SeekData: no hole is claimed that may not be one
 	}
-	return max(off, v.size)
+	return pos
 }
 
 // --- pins: open images keep their snapshot's data ---

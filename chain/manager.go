@@ -61,12 +61,19 @@ type Options struct {
 	Region string
 	// CacheBytes caps the cache of decompressed chunks that images read through (default 64 MiB).
 	CacheBytes int64
+	// MapCacheBytes caps the cache of snapshots' chunk maps (default 32 MiB, 25 GiB of disk
+	// addressed at the default chunk size).
+	MapCacheBytes int64
 }
 
 // Manager is an open store seen as volumes, chains and snapshots.
 type Manager struct {
 	st    *store.Store
 	cache *chunkCache
+	maps  *mapCache
+	// segChunks is how many entries of a chunk map are loaded at a time: segmentChunks, but tests
+	// make it small, to cross segment boundaries on small disks.
+	segChunks int64
 
 	chainMu sync.Mutex
 	chainLk map[int64]*sync.Mutex // serialises create and delete within one chain
@@ -91,8 +98,11 @@ func Open(ctx context.Context, dir string, opts Options) (*Manager, error) {
 	if opts.CacheBytes <= 0 {
 		opts.CacheBytes = 64 << 20
 	}
-	m := &Manager{st: st, cache: newChunkCache(opts.CacheBytes), chainLk: map[int64]*sync.Mutex{}, pins: map[int64]int{},
-		active: map[int64]bool{}}
+	if opts.MapCacheBytes <= 0 {
+		opts.MapCacheBytes = 32 << 20
+	}
+	m := &Manager{st: st, cache: newChunkCache(opts.CacheBytes), maps: newMapCache(opts.MapCacheBytes, segmentChunks),
+		segChunks: segmentChunks, chainLk: map[int64]*sync.Mutex{}, pins: map[int64]int{}, active: map[int64]bool{}}
 	if !opts.ReadOnly {
 		if err := m.recover(ctx); err != nil {
 			st.Close()

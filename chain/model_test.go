@@ -223,6 +223,11 @@ func (md *model) open() {
 	if err != nil {
 		md.fatalf("open: %v", err)
 	}
+	// Chunk maps in segments of 7 entries, 3 of them cached: every image, restore, clone and
+	// snapshot crosses segment boundaries and evicts, as a large disk's would.
+	m.segChunks = 7
+	m.maps = newMapCache(0, 7)
+	m.maps.cap = 3 * 7
 	md.m = m
 	if md.db == nil {
 		db, err := sql.Open("sqlite3", "file:"+filepath.Join(md.storeDir, "meta.db")+"?mode=ro&_busy_timeout=30000")

@@ -96,15 +96,19 @@ func (m *Manager) chunksToVerify(ctx context.Context, refs []string) ([]store.Ch
 		}
 		seen := map[int64]bool{}
 		for _, ref := range refs {
-			_, _, v, err := resolveView(tx, ref)
+			_, _, v, err := m.resolveView(tx, ref)
 			if err != nil {
 				return err
 			}
-			for _, ch := range v.chunks {
+			err = v.each(ctx, func(_ int64, ch store.Chunk) error {
 				if ch.ID != 0 && !seen[ch.ID] {
 					seen[ch.ID] = true
 					out = append(out, ch)
 				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
 		sort.Slice(out, func(i, j int) bool {
@@ -191,11 +195,11 @@ func (m *Manager) chunkUsers(ctx context.Context, id int64) ([]string, error) {
 				if later.Seq < s.Seq || seen[later.ID] || later.Status == StatusCreating {
 					continue
 				}
-				v, err := loadView(tx, c, later)
+				uses, err := loadView(m, c, later).uses(ctx, id)
 				if err != nil {
 					return err
 				}
-				if v.uses(id) {
+				if uses {
 					seen[later.ID] = true
 					names = append(names, c.Name+"/"+later.Name)
 				}
@@ -206,13 +210,13 @@ func (m *Manager) chunkUsers(ctx context.Context, id int64) ([]string, error) {
 	return names, err
 }
 
-func (v *view) uses(id int64) bool {
-	for _, c := range v.chunks {
-		if c.ID == id {
-			return true
-		}
-	}
-	return false
+func (v *view) uses(ctx context.Context, id int64) (bool, error) {
+	found := false
+	err := v.eachFrom(ctx, 0, func(_ int64, c store.Chunk) bool {
+		found = c.ID == id
+		return !found
+	})
+	return found, err
 }
 
 // GCStats says what gc reclaimed.

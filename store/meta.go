@@ -387,14 +387,15 @@ func (t *Tx) ChunkUsers(id int64) ([]int64, error) {
 	return ids, rows.Err()
 }
 
-// FoldChunks is FoldDeltas with each delta's chunk described in full (a zero Chunk for a hole).
-func (t *Tx) FoldChunks(chain, upTo int64, fn func(idx int64, c Chunk)) error {
+// FoldChunkRange is FoldDeltas for chunk indexes in [from, to) only, with each delta's chunk
+// described in full (a zero Chunk for a hole).
+func (t *Tx) FoldChunkRange(chain, upTo, from, to int64, fn func(idx int64, c Chunk)) error {
 	rows, err := t.query(`
 		SELECT d.idx, COALESCE(c.id, 0), COALESCE(c.hash, x''), COALESCE(c.size, 0), COALESCE(c.stored_size, 0),
 		       COALESCE(c.pack_id, 0), COALESCE(c.offset, 0), COALESCE(c.refs, 0)
 		FROM snapshots s JOIN deltas d ON d.snapshot_id = s.id LEFT JOIN chunks c ON c.id = d.chunk_id
-		WHERE s.chain_id = ? AND s.seq <= ? AND s.status <> 'creating'
-		ORDER BY s.seq`, chain, upTo)
+		WHERE s.chain_id = ? AND s.seq <= ? AND s.status <> 'creating' AND d.idx >= ? AND d.idx < ?
+		ORDER BY s.seq`, chain, upTo, from, to)
 	if err != nil {
 		return err
 	}
@@ -410,4 +411,13 @@ func (t *Tx) FoldChunks(chain, upTo int64, fn func(idx int64, c Chunk)) error {
 		fn(idx, c)
 	}
 	return rows.Err()
+}
+
+// DeltaEnd returns one past the highest chunk index any delta of snapshot snap names, 0 for none.
+func (t *Tx) DeltaEnd(snap int64) (int64, error) {
+	var end sql.NullInt64
+	if err := t.queryRow(`SELECT MAX(idx) + 1 FROM deltas WHERE snapshot_id = ?`, snap).Scan(&end); err != nil {
+		return 0, fmt.Errorf("deltas of snapshot %d: %w", snap, err)
+	}
+	return end.Int64, nil
 }
