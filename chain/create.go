@@ -264,22 +264,44 @@ type result struct {
 	rec  []byte // exactly the record's bytes: a batch holds what it will write, not encoding room
 }
 
-// pipeline: one worker per core reads whole blocks of the disk in turn (holes skipped), hashes and
-// encodes their chunks; one writer gathers the results in batches, which one committer stores while
-// the next batch fills.
+// pipeline: readers read whole blocks of the disk in turn (holes skipped), one hasher per core
+// hashes and encodes their chunks; one writer gathers the results in batches, which one committer
+// stores while the next batch fills.
 func (j *createJob) pipeline(parent context.Context) error {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	workers := runtime.GOMAXPROCS(0)
+	readers := workers
+	if j.src.block || j.src.direct != nil {
+		// Direct reads wait on the disk with nothing read ahead: more of them in flight keep it
+		// busy while the hashers work.
+		readers = 2 * workers
+	}
 	results := make(chan []result, 4*workers)
+	blocks := make(chan diskBlock, workers)
+	free := make(chan []byte, readers+workers)
+	blockBytes := int(max(1, readBlock/j.chain.ChunkSize) * j.chain.ChunkSize)
+	for range readers + workers {
+		free <- store.AlignedBuf(blockBytes)
+	}
 	var next atomic.Int64
 	progress := j.progressFunc()
-	var wg sync.WaitGroup
+	var rwg, wg sync.WaitGroup
+	for range readers {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			if err := j.read(ctx, &next, free, blocks); err != nil {
+				cancel(err)
+			}
+		}()
+	}
+	go func() { rwg.Wait(); close(blocks) }()
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := j.work(ctx, &next, results, progress); err != nil {
+			if err := j.hash(ctx, blocks, free, results, progress); err != nil {
 				cancel(err)
 			}
 		}()
@@ -322,31 +344,59 @@ func (j *createJob) progressFunc() func(n int64) {
 	}
 }
 
-// work takes the disk's blocks of readBlock bytes in turn from next (the first chunk index of the
-// next block), reads those that SEEK_DATA does not say are holes, and sends what differs from the
-// previous snapshot.
-func (j *createJob) work(ctx context.Context, next *atomic.Int64, out chan<- []result, progress func(int64)) error {
+// diskBlock is a piece of the disk a reader hands to a hasher: n chunks from chunk idx, length
+// bytes, data nil for a hole.
+type diskBlock struct {
+	idx, n, length int64
+	data           []byte
+	buf            []byte // what data lies in, to give back to the free list
+}
+
+// read takes the disk's blocks of readBlock bytes in turn from next (the first chunk index of the
+// next block), reads those that SEEK_DATA does not say are holes into buffers from free, and hands
+// them to the hashers.
+func (j *createJob) read(ctx context.Context, next *atomic.Int64, free chan []byte, out chan<- diskBlock) error {
 	cs := j.chain.ChunkSize
 	per := max(1, readBlock/cs)
 	total := chunkCount(j.src.size, cs)
-	buf := store.AlignedBuf(int(per * cs))
-	var enc store.Encoder
 	for ctx.Err() == nil {
 		idx := next.Add(per) - per
 		if idx >= total {
 			return nil
 		}
-		n := min(per, total-idx)
+		b := diskBlock{idx: idx, n: min(per, total-idx)}
 		off := idx * cs
-		length := min(n*cs, j.src.size-off)
-		var data []byte
-		if j.src.block || !j.isHole(off, length) {
-			data = buf[:length]
-			if err := j.readFull(data, off); err != nil {
+		b.length = min(b.n*cs, j.src.size-off)
+		if j.src.block || !j.isHole(off, b.length) {
+			select {
+			case b.buf = <-free:
+			case <-ctx.Done():
+				return nil
+			}
+			b.data = b.buf[:b.length]
+			if err := j.readFull(b.data, off); err != nil {
+				free <- b.buf
 				return err
 			}
 		}
-		rs, err := j.hashBlock(ctx, &enc, idx, n, data)
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return nil
+}
+
+// hash turns the blocks readers hand it into results: holes, and chunks whose content differs
+// from the previous snapshot, hashed and encoded.
+func (j *createJob) hash(ctx context.Context, in <-chan diskBlock, free chan<- []byte, out chan<- []result, progress func(int64)) error {
+	var enc store.Encoder
+	for b := range in {
+		rs, err := j.hashBlock(ctx, &enc, b.idx, b.n, b.data)
+		if b.buf != nil {
+			free <- b.buf
+		}
 		if err != nil {
 			return err
 		}
@@ -357,7 +407,7 @@ func (j *createJob) work(ctx context.Context, next *atomic.Int64, out chan<- []r
 				return nil
 			}
 		}
-		progress(length)
+		progress(b.length)
 	}
 	return nil
 }
