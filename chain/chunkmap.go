@@ -1,10 +1,8 @@
 package chain
 
 import (
-	"container/list"
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/snapfs/snapfs/store"
 )
@@ -137,52 +135,3 @@ func (v *view) eachFrom(ctx context.Context, idx int64, fn func(idx int64, c sto
 
 // segmentKey names a segment of a snapshot's chunk map.
 type segmentKey struct{ snap, seg int64 }
-
-// mapCache is an LRU of loaded chunk-map segments, capped by entries.
-type mapCache struct {
-	mu      sync.Mutex
-	cap     int64 // entries
-	used    int64
-	order   *list.List // front = most recent; values are *mapEntry
-	entries map[segmentKey]*list.Element
-}
-
-type mapEntry struct {
-	key   segmentKey
-	chunk []store.Chunk
-}
-
-// newMapCache returns a cache of capBytes, but of two segments of segChunks entries at least.
-func newMapCache(capBytes, segChunks int64) *mapCache {
-	const entryBytes = 80 // unsafe.Sizeof(store.Chunk{})
-	return &mapCache{cap: max(capBytes/entryBytes, 2*segChunks), order: list.New(),
-		entries: map[segmentKey]*list.Element{}}
-}
-
-func (c *mapCache) get(k segmentKey) ([]store.Chunk, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[k]
-	if !ok {
-		return nil, false
-	}
-	c.order.MoveToFront(e)
-	return e.Value.(*mapEntry).chunk, true
-}
-
-func (c *mapCache) put(k segmentKey, s []store.Chunk) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.entries[k]; ok {
-		return
-	}
-	c.entries[k] = c.order.PushFront(&mapEntry{key: k, chunk: s})
-	c.used += int64(len(s))
-	for c.used > c.cap && c.order.Len() > 1 {
-		e := c.order.Back()
-		ent := e.Value.(*mapEntry)
-		c.order.Remove(e)
-		delete(c.entries, ent.key)
-		c.used -= int64(len(ent.chunk))
-	}
-}

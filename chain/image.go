@@ -1,7 +1,6 @@
 package chain
 
 import (
-	"container/list"
 	"context"
 	"fmt"
 	"io"
@@ -296,52 +295,4 @@ func (m *Manager) chunkData(ctx context.Context, c store.Chunk) ([]byte, error) 
 	}
 	m.cache.put(c.Hash, data)
 	return data, nil
-}
-
-// chunkCache is an LRU of decoded chunks capped by bytes, keyed by content address: a cached entry is
-// right forever. (Chunk ids are not a safe key: SQLite gives a new row the largest id plus one, so
-// the id of the newest chunk comes back after that chunk is freed.)
-type chunkCache struct {
-	mu     sync.Mutex
-	cap    int64
-	used   int64
-	order  *list.List // front = most recent; values are *cacheEntry
-	byHash map[store.Hash]*list.Element
-}
-
-type cacheEntry struct {
-	hash store.Hash
-	data []byte
-}
-
-func newChunkCache(capBytes int64) *chunkCache {
-	return &chunkCache{cap: capBytes, order: list.New(), byHash: map[store.Hash]*list.Element{}}
-}
-
-func (c *chunkCache) get(h store.Hash) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.byHash[h]
-	if !ok {
-		return nil, false
-	}
-	c.order.MoveToFront(e)
-	return e.Value.(*cacheEntry).data, true
-}
-
-func (c *chunkCache) put(h store.Hash, data []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.byHash[h]; ok || int64(len(data)) > c.cap {
-		return
-	}
-	c.byHash[h] = c.order.PushFront(&cacheEntry{hash: h, data: data})
-	c.used += int64(len(data))
-	for c.used > c.cap {
-		e := c.order.Back()
-		ent := e.Value.(*cacheEntry)
-		c.order.Remove(e)
-		delete(c.byHash, ent.hash)
-		c.used -= int64(len(ent.data))
-	}
 }
