@@ -93,23 +93,21 @@ func binaryChunks(b *testing.B) [][]byte {
 // BenchmarkCompressLibLZ4 and BenchmarkCompressPierrecLZ4 compare the two LZ4 block encoders on the
 // same chunks: the reason chunks are compressed with liblz4.
 func BenchmarkCompressLibLZ4(b *testing.B) {
-	chunks := binaryChunks(b)
 	var c lz4Compressor
-	dst := make([]byte, lz4.CompressBlockBound(64<<10))
-	for b.Loop() {
-		for _, ch := range chunks {
-			c.compress(ch, dst)
-		}
-	}
+	benchCompress(b, func(src, dst []byte) { c.compress(src, dst) })
 }
 
 func BenchmarkCompressPierrecLZ4(b *testing.B) {
-	chunks := binaryChunks(b)
 	var c lz4.Compressor
+	benchCompress(b, func(src, dst []byte) { c.CompressBlock(src, dst) })
+}
+
+func benchCompress(b *testing.B, compress func(src, dst []byte)) {
+	chunks := binaryChunks(b)
 	dst := make([]byte, lz4.CompressBlockBound(64<<10))
 	for b.Loop() {
 		for _, ch := range chunks {
-			c.CompressBlock(ch, dst)
+			compress(ch, dst)
 		}
 	}
 }
