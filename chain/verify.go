@@ -30,10 +30,6 @@ type VerifyReport struct {
 // for a whole-store check, cross-checks the metadata. Each fault names the snapshots it damages.
 func (m *Manager) Verify(ctx context.Context, refs []string, progress Progress) (VerifyReport, error) {
 	rep := VerifyReport{Faults: []Fault{}}
-	chunks, err := m.chunksToVerify(ctx, refs)
-	if err != nil {
-		return rep, err
-	}
 	if len(refs) == 0 {
 		err := m.st.View(ctx, func(tx *store.Tx) error {
 			problems, err := tx.CheckMetadata()
@@ -46,28 +42,24 @@ func (m *Manager) Verify(ctx context.Context, refs []string, progress Progress) 
 			return rep, err
 		}
 	}
-	bad := m.rehash(ctx, chunks, &rep, progress)
-	if err := ctx.Err(); err != nil {
+	bad, err := m.rehash(ctx, m.chunkFeed(ctx, refs), &rep, progress)
+	if err != nil {
 		return rep, err
 	}
-	listed := make(map[int64]store.Chunk, len(bad))
-	for _, c := range chunks {
-		listed[c.ID] = c
-	}
-	for _, f := range bad {
+	for _, b := range bad {
 		// A chunk that a delete freed after it was listed reads as whatever its punched record
 		// holds now: not a fault.
-		if freed, err := m.freedSince(ctx, listed[f.Chunk]); err != nil {
+		if freed, err := m.freedSince(ctx, b.chunk); err != nil {
 			return rep, err
 		} else if freed {
 			continue
 		}
-		users, err := m.chunkUsers(ctx, f.Chunk)
+		users, err := m.chunkUsers(ctx, b.chunk.ID)
 		if err != nil {
 			return rep, err
 		}
-		f.Snapshots = users
-		rep.Faults = append(rep.Faults, f)
+		rep.Faults = append(rep.Faults, Fault{Chunk: b.chunk.ID, Hash: b.chunk.Hash.String(), Problem: b.err.Error(),
+			Snapshots: users})
 	}
 	return rep, nil
 }
@@ -87,50 +79,90 @@ func (m *Manager) freedSince(ctx context.Context, c store.Chunk) (bool, error) {
 	return freed, err
 }
 
-// chunksToVerify lists every stored chunk, or the distinct chunks the snapshots refs read.
-func (m *Manager) chunksToVerify(ctx context.Context, refs []string) ([]store.Chunk, error) {
-	var out []store.Chunk
-	err := m.st.View(ctx, func(tx *store.Tx) error {
-		if len(refs) == 0 {
-			return tx.EachChunk(func(c store.Chunk) error { out = append(out, c); return nil })
-		}
-		seen := map[int64]bool{}
-		for _, ref := range refs {
-			_, _, v, err := m.resolveView(tx, ref)
-			if err != nil {
-				return err
-			}
-			err = v.each(ctx, func(_ int64, ch store.Chunk) error {
-				if ch.ID != 0 && !seen[ch.ID] {
-					seen[ch.ID] = true
-					out = append(out, ch)
+// chunkFeed is a source of the chunks to verify: it calls send with each chunk in pack order, after
+// total with the sum of their raw sizes, and stops when send returns false. The whole store's
+// chunks stream from one read transaction, so that their number costs no memory; the distinct
+// chunks of the snapshots refs read are listed first.
+type chunkFeed func(total func(int64), send func(store.Chunk) bool) error
+
+func (m *Manager) chunkFeed(ctx context.Context, refs []string) chunkFeed {
+	return func(total func(int64), send func(store.Chunk) bool) error {
+		return m.st.View(ctx, func(tx *store.Tx) error {
+			if len(refs) == 0 {
+				st, err := tx.Stats()
+				if err != nil {
+					return err
 				}
-				return nil
-			})
+				total(st.RawBytes)
+				return tx.EachChunk(func(c store.Chunk) error {
+					if !send(c) {
+						return errStopFeed
+					}
+					return nil
+				})
+			}
+			chunks, err := m.refChunks(ctx, tx, refs)
 			if err != nil {
 				return err
 			}
-		}
-		sort.Slice(out, func(i, j int) bool {
-			if out[i].Pack != out[j].Pack {
-				return out[i].Pack < out[j].Pack
+			var sum int64
+			for _, c := range chunks {
+				sum += c.Size
 			}
-			return out[i].Offset < out[j].Offset
+			total(sum)
+			for _, c := range chunks {
+				if !send(c) {
+					break
+				}
+			}
+			return nil
 		})
-		return nil
-	})
-	return out, err
+	}
 }
 
-// rehash reads and verifies chunks on all cores and returns those that fail.
-func (m *Manager) rehash(ctx context.Context, chunks []store.Chunk, rep *VerifyReport, progress Progress) []Fault {
-	var total int64
-	for _, c := range chunks {
-		total += c.Size
+var errStopFeed = errors.New("verify stopped")
+
+// refChunks lists the distinct chunks the snapshots refs read, in pack order.
+func (m *Manager) refChunks(ctx context.Context, tx *store.Tx, refs []string) ([]store.Chunk, error) {
+	var out []store.Chunk
+	seen := map[int64]bool{}
+	for _, ref := range refs {
+		_, _, v, err := m.resolveView(tx, ref)
+		if err != nil {
+			return nil, err
+		}
+		err = v.each(ctx, func(_ int64, ch store.Chunk) error {
+			if ch.ID != 0 && !seen[ch.ID] {
+				seen[ch.ID] = true
+				out = append(out, ch)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Pack != out[j].Pack {
+			return out[i].Pack < out[j].Pack
+		}
+		return out[i].Offset < out[j].Offset
+	})
+	return out, nil
+}
+
+// badChunk is a chunk that failed its check, as it was listed.
+type badChunk struct {
+	chunk store.Chunk
+	err   error
+}
+
+// rehash reads and verifies the chunks feed gives on all cores and returns those that fail,
+// by chunk id.
+func (m *Manager) rehash(ctx context.Context, feed chunkFeed, rep *VerifyReport, progress Progress) ([]badChunk, error) {
 	var mu sync.Mutex
-	var bad []Fault
-	var done int64
+	var bad []badChunk
+	var done, total int64
 	work := make(chan store.Chunk)
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
@@ -142,7 +174,7 @@ func (m *Manager) rehash(ctx context.Context, chunks []store.Chunk, rep *VerifyR
 				data, err := m.st.VerifyChunk(ctx, buf, c)
 				mu.Lock()
 				if err != nil {
-					bad = append(bad, Fault{Chunk: c.ID, Hash: c.Hash.String(), Problem: err.Error()})
+					bad = append(bad, badChunk{chunk: c, err: err})
 				} else {
 					buf = data
 				}
@@ -156,16 +188,25 @@ func (m *Manager) rehash(ctx context.Context, chunks []store.Chunk, rep *VerifyR
 			}
 		}()
 	}
-	for _, c := range chunks {
-		if ctx.Err() != nil {
-			break
+	err := feed(func(n int64) {
+		mu.Lock()
+		total = n
+		mu.Unlock()
+	}, func(c store.Chunk) bool {
+		select {
+		case work <- c:
+			return true
+		case <-ctx.Done():
+			return false
 		}
-		work <- c
-	}
+	})
 	close(work)
 	wg.Wait()
-	sort.Slice(bad, func(i, j int) bool { return bad[i].Chunk < bad[j].Chunk })
-	return bad
+	if errors.Is(err, errStopFeed) || err == nil {
+		err = ctx.Err()
+	}
+	sort.Slice(bad, func(i, j int) bool { return bad[i].chunk.ID < bad[j].chunk.ID })
+	return bad, err
 }
 
 // chunkUsers names every snapshot whose image reads chunk id: each snapshot with a delta naming it,
