@@ -90,7 +90,7 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, sy
 	f, volume := h.n.fsys, h.n.volume
 	name, err := parseCommand(string(data))
 	if err == nil {
-		name, err = f.startSnapshot(ctx, volume, name)
+		name, err = f.startSnapshot(uninterrupted(ctx), volume, name)
 	}
 	if err != nil {
 		f.jobs.refuse(volume, name, err, time.Now())

@@ -65,7 +65,7 @@ func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 
 // Lookup finds one entry, asking the Manager.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	n, err := d.src.find(ctx, d.fsys, name)
+	n, err := d.src.find(uninterrupted(ctx), d.fsys, name)
 	if err != nil {
 		return nil, d.fsys.errno("lookup "+d.src.key()+"/"+name, err)
 	}
@@ -93,7 +93,7 @@ var (
 )
 
 func (h *dirHandle) load(ctx context.Context) syscall.Errno {
-	entries, err := h.d.src.list(ctx, h.d.fsys)
+	entries, err := h.d.src.list(uninterrupted(ctx), h.d.fsys)
 	if err != nil {
 		return h.d.fsys.errno("list "+h.d.src.key(), err)
 	}

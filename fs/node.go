@@ -124,3 +124,10 @@ func (readOnly) Rename(context.Context, string, gofs.InodeEmbedder, string, uint
 func (readOnly) Allocate(context.Context, gofs.FileHandle, uint64, uint64, uint32) syscall.Errno {
 	return syscall.EROFS
 }
+
+// uninterrupted is the context a FUSE request's short metadata work runs under. The kernel
+// interrupts a request when its caller gets a signal — a Go program's threads get SIGURG for
+// preemption all the time — and go-fuse then cancels the request's context; a listing or a ctl
+// command cancelled half-way would answer an error for what is a valid request (a ctl write was
+// refused with EINVAL that way). These reads take milliseconds: they finish instead.
+func uninterrupted(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -43,7 +43,7 @@ func (n *textNode) sameAs(other node) bool {
 }
 
 func (n *textNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	data, err := n.gen(ctx)
+	data, err := n.gen(uninterrupted(ctx))
 	if err != nil {
 		return n.fsys.errno("read "+n.path, err)
 	}
@@ -81,7 +81,7 @@ func (h *textHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if off == 0 || !h.have {
-		data, err := h.n.gen(ctx)
+		data, err := h.n.gen(uninterrupted(ctx))
 		if err != nil {
 			return nil, h.n.fsys.errno("read "+h.n.path, err)
 		}
