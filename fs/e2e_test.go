@@ -684,8 +684,10 @@ func TestStaleMountRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, pid, 10*time.Second)
-	if _, err := os.ReadFile(img); !isErrno(err, syscall.ENOTCONN, syscall.ECONNABORTED) {
-		t.Errorf("read after kill -9: %v, want ENOTCONN or ECONNABORTED", err)
+	// The dead daemon cannot answer: the kernel fails the open itself, mostly with ENOTCONN, once
+	// in about ten runs with EIO (the abort of the connection racing the open).
+	if _, err := os.ReadFile(img); !isErrno(err, syscall.ENOTCONN, syscall.ECONNABORTED, syscall.EIO) {
+		t.Errorf("read after kill -9: %v, want ENOTCONN, ECONNABORTED or EIO", err)
 	}
 	if out, err := run(t, s.dir, "mount", mnt); err != nil {
 		t.Fatalf("mount over the stale mount: %v\n%s\n%s", err, out, daemonLog(s.dir))
