@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"runtime"
 	"sync"
 
 	"github.com/snapfs/snapfs/store"
@@ -100,54 +99,11 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 		// A large read, most likely sequential (the kernel's readahead, dd, cp, a restore).
 		im.prefetch((off + int64(len(p)) + v.chunkSize - 1) / v.chunkSize)
 	}
-	n, err := im.readParts(p, off)
+	n, err := im.readSeq(p, off)
 	if err == nil && n < want {
 		err = io.EOF
 	}
 	return n, err
-}
-
-// parallelRead is the smallest read whose chunks are decoded on several cores: reading, checking and
-// decompressing a chunk is most of a cold read's time, and the kernel often has one large read in
-// flight at a time.
-const parallelRead = 256 << 10
-
-// readParts reads p (within the image) at off, split at chunk boundaries into one part per core
-// when it is large. It returns the bytes read before the first error.
-func (im *Image) readParts(p []byte, off int64) (int, error) {
-	v := im.view
-	parts := min(int64(runtime.GOMAXPROCS(0)), int64(len(p))/(parallelRead/2))
-	if len(p) < parallelRead || parts < 2 {
-		return im.readSeq(p, off)
-	}
-	// Part boundaries on chunk boundaries, so that no chunk is decoded twice.
-	bounds := make([]int, parts+1)
-	bounds[parts] = len(p)
-	for i := int64(1); i < parts; i++ {
-		at := off + int64(len(p))*i/parts
-		at = (at + v.chunkSize - 1) / v.chunkSize * v.chunkSize
-		bounds[i] = int(min(int64(len(p)), max(int64(bounds[i-1]), at-off)))
-	}
-	ns := make([]int, parts)
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	for i := int64(1); i < parts; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ns[i], errs[i] = im.readSeq(p[bounds[i]:bounds[i+1]], off+int64(bounds[i]))
-		}()
-	}
-	ns[0], errs[0] = im.readSeq(p[:bounds[1]], off)
-	wg.Wait()
-	n := 0
-	for i := range parts {
-		n += ns[i]
-		if errs[i] != nil {
-			return n, errs[i]
-		}
-	}
-	return n, nil
 }
 
 // readSeq reads p (within the image) at off, chunk by chunk.

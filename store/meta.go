@@ -308,28 +308,6 @@ func (t *Tx) MoveDeltas(snap, to int64) error {
 // It is InsertDeltas under the name a clone reads best with.
 func (t *Tx) CopyDeltas(to int64, ds []Delta) error { return t.InsertDeltas(to, ds) }
 
-// FoldDeltas calls fn with the deltas of the chain's snapshots with seq <= upTo, oldest snapshot first,
-// so that a later call for the same index overrides an earlier one. Snapshots still being created do
-// not count.
-func (t *Tx) FoldDeltas(chain, upTo int64, fn func(idx, chunk int64)) error {
-	rows, err := t.query(`
-		SELECT d.idx, COALESCE(d.chunk_id, 0) FROM snapshots s JOIN deltas d ON d.snapshot_id = s.id
-		WHERE s.chain_id = ? AND s.seq <= ? AND s.status <> 'creating'
-		ORDER BY s.seq`, chain, upTo)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var idx, chunk int64
-		if err := rows.Scan(&idx, &chunk); err != nil {
-			return err
-		}
-		fn(idx, chunk)
-	}
-	return rows.Err()
-}
-
 // Deltas returns snapshot snap's own deltas.
 func (t *Tx) Deltas(snap int64) ([]Delta, error) {
 	rows, err := t.query(`SELECT idx, COALESCE(chunk_id, 0) FROM deltas WHERE snapshot_id = ? ORDER BY idx`, snap)
@@ -387,8 +365,10 @@ func (t *Tx) ChunkUsers(id int64) ([]int64, error) {
 	return ids, rows.Err()
 }
 
-// FoldChunkRange is FoldDeltas for chunk indexes in [from, to) only, with each delta's chunk
-// described in full (a zero Chunk for a hole).
+// FoldChunkRange calls fn with the deltas for chunk indexes in [from, to) of the chain's snapshots
+// with seq <= upTo, oldest snapshot first, so that a later call for the same index overrides an
+// earlier one; each delta's chunk is described in full (a zero Chunk for a hole). Snapshots still
+// being created do not count.
 func (t *Tx) FoldChunkRange(chain, upTo, from, to int64, fn func(idx int64, c Chunk)) error {
 	rows, err := t.query(`
 		SELECT d.idx, COALESCE(c.id, 0), COALESCE(c.hash, x''), COALESCE(c.size, 0), COALESCE(c.stored_size, 0),
