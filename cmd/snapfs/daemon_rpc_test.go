@@ -216,12 +216,17 @@ func TestRPCNoDaemon(t *testing.T) {
 		t.Errorf("no socket: %v, want %v", err, locked)
 	}
 
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	// A stale socket: bound, never listened on. (A listener closed at once is not enough: a test
+	// running in parallel may fork meanwhile, and its child holds the listening socket until it
+	// execs, so that a connection gets in and is then reset.)
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: sock}); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
 	if _, err := runWriterOp(t.Context(), s.dir, gc, noProgress); err == nil || err.Error() != locked.Error() {
 		t.Errorf("stale socket: %v, want %v", err, locked)
 	}
