@@ -12,8 +12,6 @@ import (
 	"strings"
 	"sync"
 
-	"unsafe"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -381,13 +379,6 @@ func (b *packBackend) Close() error {
 		delete(b.files, id)
 	}
 	return first
-}
-
-// AlignedBuf returns a buffer of n bytes aligned to 4 KiB, as O_DIRECT needs.
-func AlignedBuf(n int) []byte {
-	raw := make([]byte, n+4096)
-	shift := (4096 - int(uintptr(unsafe.Pointer(&raw[0]))%4096)) % 4096
-	return raw[shift : shift+n]
 }
 
 func syncDir(dir string) error {
