@@ -86,9 +86,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 		return Snapshot{}, err
 	}
 	defer m.setActive(job.snap.ID, false)
-	if job.prev == nil {
-		src.useDirect()
-	}
+	src.useDirect() // what the page cache does not hold is read directly
 	if err := job.run(ctx, opts.Freeze); err != nil {
 		if derr := m.discardSnapshot(context.WithoutCancel(ctx), job.snap.ID); derr != nil {
 			err = fmt.Errorf("%w (and undoing it: %v)", err, derr)
