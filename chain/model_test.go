@@ -657,9 +657,14 @@ func (md *model) opRestoreFile() {
 
 func (md *model) opVerify() {
 	var refs []string
+	read := map[chunkSum]bool{} // the distinct chunks the snapshots refs read
 	if len(md.snaps) > 0 && md.rng.IntN(3) == 0 {
 		for range 2 {
-			refs = append(refs, md.snaps[md.rng.IntN(len(md.snaps))].ref())
+			s := md.snaps[md.rng.IntN(len(md.snaps))]
+			refs = append(refs, s.ref())
+			for h := range s.sums {
+				read[h] = true
+			}
 		}
 	}
 	md.note("verify %q", refs)
@@ -672,6 +677,9 @@ func (md *model) opVerify() {
 	}
 	if refs == nil && rep.Chunks != int64(len(md.chunks)) {
 		md.fatalf("verify read %d chunks, the store should hold %d", rep.Chunks, len(md.chunks))
+	}
+	if refs != nil && rep.Chunks != int64(len(read)) {
+		md.fatalf("verify %q read %d chunks, those snapshots read %d", refs, rep.Chunks, len(read))
 	}
 }
 

@@ -80,9 +80,11 @@ func (m *Manager) freedSince(ctx context.Context, c store.Chunk) (bool, error) {
 }
 
 // chunkFeed is a source of the chunks to verify: it calls send with each chunk in pack order, after
-// total with the sum of their raw sizes, and stops when send returns false. The whole store's
-// chunks stream from one read transaction, so that their number costs no memory; the distinct
-// chunks of the snapshots refs read are listed first.
+// total with the sum of their raw sizes, and stops when send returns false. The chunks stream from
+// one read transaction, so that their number costs no memory: the whole store's, or those of it
+// that the snapshots refs read, which are first marked in a bitmap of chunk ids (one bit per id,
+// 2 MiB for the 16 million chunks of a full 1 TiB disk, where a list of them and a map of those
+// seen took over 100 bytes a chunk).
 type chunkFeed func(total func(int64), send func(store.Chunk) bool) error
 
 func (m *Manager) chunkFeed(ctx context.Context, refs []string) chunkFeed {
@@ -101,54 +103,69 @@ func (m *Manager) chunkFeed(ctx context.Context, refs []string) chunkFeed {
 					return nil
 				})
 			}
-			chunks, err := m.refChunks(ctx, tx, refs)
+			set, sum, err := m.refChunks(ctx, tx, refs)
 			if err != nil {
 				return err
 			}
-			var sum int64
-			for _, c := range chunks {
-				sum += c.Size
-			}
 			total(sum)
-			for _, c := range chunks {
-				if !send(c) {
-					break
+			return tx.EachChunk(func(c store.Chunk) error {
+				if set.has(c.ID) && !send(c) {
+					return errStopFeed
 				}
-			}
-			return nil
+				return nil
+			})
 		})
 	}
 }
 
 var errStopFeed = errors.New("verify stopped")
 
-// refChunks lists the distinct chunks the snapshots refs read, in pack order.
-func (m *Manager) refChunks(ctx context.Context, tx *store.Tx, refs []string) ([]store.Chunk, error) {
-	var out []store.Chunk
-	seen := map[int64]bool{}
+// refChunks marks the chunks the snapshots refs read and sums their raw sizes, each chunk once.
+func (m *Manager) refChunks(ctx context.Context, tx *store.Tx, refs []string) (idSet, int64, error) {
+	maxID, err := tx.MaxChunkID()
+	if err != nil {
+		return nil, 0, err
+	}
+	set := newIDSet(maxID)
+	var sum int64
 	for _, ref := range refs {
 		_, _, v, err := m.resolveView(tx, ref)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		err = v.each(ctx, func(_ int64, ch store.Chunk) error {
-			if ch.ID != 0 && !seen[ch.ID] {
-				seen[ch.ID] = true
-				out = append(out, ch)
+			if ch.ID != 0 && set.add(ch.ID) {
+				sum += ch.Size
 			}
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Pack != out[j].Pack {
-			return out[i].Pack < out[j].Pack
-		}
-		return out[i].Offset < out[j].Offset
-	})
-	return out, nil
+	return set, sum, nil
+}
+
+// idSet is a set of chunk ids, one bit each.
+type idSet []uint64
+
+func newIDSet(maxID int64) idSet { return make(idSet, maxID/64+1) }
+
+// add puts id in the set and reports whether it was not there yet. The set grows to take it.
+func (s *idSet) add(id int64) bool {
+	for int(id/64) >= len(*s) {
+		*s = append(*s, 0)
+	}
+	w, bit := &(*s)[id/64], uint64(1)<<(id%64)
+	if *w&bit != 0 {
+		return false
+	}
+	*w |= bit
+	return true
+}
+
+func (s idSet) has(id int64) bool {
+	return id >= 0 && int(id/64) < len(s) && s[id/64]&(1<<(id%64)) != 0
 }
 
 // badChunk is a chunk that failed its check, as it was listed.

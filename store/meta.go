@@ -173,6 +173,15 @@ func (t *Tx) EachChunk(fn func(Chunk) error) error {
 	return rows.Err()
 }
 
+// MaxChunkID returns the highest id a chunk has, 0 with none.
+func (t *Tx) MaxChunkID() (int64, error) {
+	var id int64
+	if err := t.queryRow(`SELECT COALESCE(MAX(id), 0) FROM chunks`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("highest chunk id: %w", err)
+	}
+	return id, nil
+}
+
 // PutChunk appends the encoded record rec of a chunk of rawSize bytes with address h and registers it
 // with no references. The record becomes durable before the transaction commits.
 func (t *Tx) PutChunk(h Hash, rawSize int, rec []byte) (int64, error) {
