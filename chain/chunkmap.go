@@ -56,17 +56,35 @@ func (v *view) segment(ctx context.Context, seg int64) ([]store.Chunk, error) {
 		return s, nil
 	}
 	from := seg * v.m.segChunks
-	entries := make([]store.Chunk, min(v.m.segChunks, v.count-from))
+	n := min(v.m.segChunks, v.count-from)
+	var entries []store.Chunk // nil while all holes
 	err := v.m.st.View(ctx, func(tx *store.Tx) error {
-		return tx.FoldChunkRange(v.chain, v.seq, from, from+int64(len(entries)), func(idx int64, c store.Chunk) {
+		return tx.FoldChunkRange(v.chain, v.seq, from, from+n, func(idx int64, c store.Chunk) {
+			if c.ID == 0 && entries == nil {
+				return
+			}
+			if entries == nil {
+				entries = make([]store.Chunk, n)
+			}
 			entries[idx-from] = c
 		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load chunk map of snapshot %s: %w", v.name, err)
 	}
+	if entries == nil {
+		// All holes, as most of a large sparse disk is: one shared, never written segment of
+		// zero entries instead of 640 KiB allocated (and soon collected) each time.
+		entries = v.m.holeSegment()[:n]
+	}
 	v.m.maps.put(key, entries)
 	return entries, nil
+}
+
+// holeSegment returns a segment of zero entries (holes) shared by all maps. It must not be modified.
+func (m *Manager) holeSegment() []store.Chunk {
+	m.holeSegOnce.Do(func() { m.holeSeg = make([]store.Chunk, m.segChunks) })
+	return m.holeSeg
 }
 
 // at returns entry idx.

@@ -509,17 +509,33 @@ func (j *createJob) prevChunks(ctx context.Context, idx, n int64) ([]store.Chunk
 // write gathers results in batches of about batchBytes of records and hands each to a committer
 // goroutine, so that the disk is read and hashed on while a batch is written and committed. At most
 // two batches are held: one committing, one filling. Records are copied into the batch's arena,
-// one of two reused in turn, and their buffers given back to recs at once.
+// one of two reused in turn (made when first needed: a snapshot that stores nothing makes none),
+// and their buffers given back to recs at once.
 func (j *createJob) write(ctx context.Context, cancel context.CancelCauseFunc, in <-chan blockResults, recs chan<- []byte) error {
 	type batch struct {
 		rs    []result
-		arena []byte
+		arena []byte // nil until the batch holds a record
 	}
 	per := max(1, readBlock/j.chain.ChunkSize)
 	arenaCap := batchBytes + int(per)*store.RecordBound(int(j.chain.ChunkSize))
 	arenas := make(chan []byte, 2)
-	for _, a := range store.AlignedBufs(2, arenaCap) {
-		arenas <- a[:0]
+	made := 0
+	arena := func() []byte { // nil when ctx is done first
+		select {
+		case a := <-arenas:
+			return a
+		default:
+		}
+		if made < cap(arenas) {
+			made++
+			return store.AlignedBuf(arenaCap)[:0]
+		}
+		select {
+		case a := <-arenas:
+			return a
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	batches := make(chan batch)
 	done := make(chan struct{})
@@ -531,17 +547,24 @@ func (j *createJob) write(ctx context.Context, cancel context.CancelCauseFunc, i
 					cancel(err)
 				}
 			}
-			arenas <- b.arena[:0]
+			if b.arena != nil {
+				arenas <- b.arena[:0]
+			}
 		}
 	}()
 	defer func() { close(batches); <-done }()
-	cur := batch{arena: <-arenas}
+	var cur batch
 	for br := range in {
 		if ctx.Err() != nil {
 			return nil
 		}
 		for _, r := range br.rs {
 			if r.rec != nil {
+				if cur.arena == nil {
+					if cur.arena = arena(); cur.arena == nil {
+						return nil
+					}
+				}
 				start := len(cur.arena)
 				cur.arena = append(cur.arena, r.rec...)
 				r.rec = cur.arena[start:len(cur.arena):len(cur.arena)]
@@ -551,18 +574,13 @@ func (j *createJob) write(ctx context.Context, cancel context.CancelCauseFunc, i
 		if br.buf != nil {
 			recs <- br.buf
 		}
-		if len(cur.arena) >= batchBytes {
+		if len(cur.arena) >= batchBytes || len(cur.rs) >= batchResults {
 			select {
 			case batches <- cur:
 			case <-ctx.Done():
 				return nil
 			}
-			select {
-			case a := <-arenas:
-				cur = batch{arena: a}
-			case <-ctx.Done():
-				return nil
-			}
+			cur = batch{}
 		}
 	}
 	if ctx.Err() != nil || len(cur.rs) == 0 {
@@ -574,6 +592,10 @@ func (j *createJob) write(ctx context.Context, cancel context.CancelCauseFunc, i
 	}
 	return nil
 }
+
+// batchResults bounds the results of a batch, most of them holes when its records do not fill it
+// (a disk emptied since its last snapshot).
+const batchResults = 1 << 16
 
 // commit stores a batch's new chunks (reusing any chunk the store already holds) and its deltas.
 func (j *createJob) commit(ctx context.Context, batch []result) error {

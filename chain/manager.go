@@ -73,7 +73,9 @@ type Manager struct {
 	maps  *mapCache
 	// segChunks is how many entries of a chunk map are loaded at a time: segmentChunks, but tests
 	// make it small, to cross segment boundaries on small disks.
-	segChunks int64
+	segChunks   int64
+	holeSeg     []store.Chunk // see holeSegment
+	holeSegOnce sync.Once
 
 	chainMu sync.Mutex
 	chainLk map[int64]*sync.Mutex // serialises create and delete within one chain
