@@ -186,6 +186,13 @@ func processDiagnostics(pid int) string {
 	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
 		fmt.Fprintf(&b, "cwd: %s\n", cwd)
 	}
+	// A daemon is started with SNAPFS_STORE naming its store, whose log says what it did.
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if store, ok := strings.CutPrefix(kv, "SNAPFS_STORE="); ok && store != "" {
+			fmt.Fprintf(&b, "daemon log:\n%s", daemonLog(store))
+		}
+	}
 	return b.String()
 }
 

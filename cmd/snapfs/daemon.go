@@ -140,6 +140,11 @@ func readyPipe() *os.File {
 // SIGINT or SIGHUP unmounts, lazily when busy; a second one exits at once). Meanwhile it applies the
 // ops commands forward to it on the store's socket.
 func serveMount(ctx context.Context, o mountOpts) error {
+	// Signals are caught before the mount is reported ready, so that none sent as soon as the pid
+	// file names this process is lost.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	ready := readyPipe()
 	logger := log.New(os.Stderr, "snapfs: ", log.LstdFlags)
 	d, err := mount(ctx, o, logger)
@@ -161,7 +166,7 @@ func serveMount(ctx context.Context, o mountOpts) error {
 		return err
 	}
 	logger.Printf("serving %s at %s (pid %d)", o.store, o.dir, os.Getpid())
-	waitUnmount(d.srv, logger)
+	waitUnmount(d.srv, sigs, logger)
 	os.Remove(pidPath)
 	if err := d.close(); err != nil {
 		return err
@@ -243,39 +248,62 @@ func checkMountPoint(dir string, logger *log.Logger) error {
 	return nil
 }
 
-// waitUnmount returns once the mount is gone: unmounted from outside, or by a signal here.
-func waitUnmount(srv *snapfs.Server, logger *log.Logger) {
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+// mountServer is what waitUnmount needs of a mount's server (a *snapfs.Server).
+type mountServer interface {
+	Wait()
+	Unmount() (detached bool, err error)
+	Dir() string
+}
+
+// waitUnmount returns once the mount is gone: unmounted from outside, or by a signal on sigs here.
+func waitUnmount(srv mountServer, sigs <-chan os.Signal, logger *log.Logger) {
 	done := make(chan struct{})
 	go func() {
 		srv.Wait()
 		close(done)
 	}()
-	signalled := false
+	var signalled os.Signal
+	var retry <-chan time.Time // set while an unmount that failed is to be tried again
+	tries := 0
+	unmount := func() {
+		tries++
+		detached, err := srv.Unmount()
+		switch {
+		case err != nil && tries < unmountTries:
+			logger.Printf("%v: %v (trying again)", signalled, err)
+			retry = time.After(unmountRetry)
+		case err != nil:
+			logger.Printf("%v: %v (giving up: signal again to exit)", signalled, err)
+		case detached:
+			logger.Printf("%v: %s is busy: detached it; exiting once the last open file closes", signalled, srv.Dir())
+		default:
+			logger.Printf("%v: unmounting %s", signalled, srv.Dir())
+		}
+	}
 	for {
 		select {
 		case <-done:
 			return
+		case <-retry:
+			retry = nil
+			unmount()
 		case s := <-sigs:
-			if signalled {
+			if signalled != nil {
 				logger.Printf("%v again: exiting with files still open under %s", s, srv.Dir())
 				return
 			}
-			signalled = true
-			detached, err := srv.Unmount()
-			switch {
-			case err != nil:
-				logger.Printf("%v: %v", s, err)
-			case detached:
-				logger.Printf("%v: %s is busy: detached it; exiting once the last open file closes", s, srv.Dir())
-			default:
-				logger.Printf("%v: unmounting %s", s, srv.Dir())
-			}
+			signalled = s
+			unmount()
 		}
 	}
 }
+
+// A signal's unmount that fails (rather than finding the mount busy) is tried this many times, this
+// far apart.
+const (
+	unmountTries = 25
+	unmountRetry = 200 * time.Millisecond
+)
 
 // daemonPID is the pid of the daemon serving store at dir, or 0 when unknown.
 func daemonPID(store, dir string) int {

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"log"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeMount is a mount whose unmounts fail a number of times before one succeeds and ends it.
+type fakeMount struct {
+	mu       sync.Mutex
+	failures int // unmounts left to fail
+	calls    int
+	gone     chan struct{}
+}
+
+func (f *fakeMount) Wait()       { <-f.gone }
+func (f *fakeMount) Dir() string { return "/mnt/x" }
+func (f *fakeMount) Unmount() (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.failures > 0 {
+		f.failures--
+		return false, errors.New("device or resource unavailable")
+	}
+	close(f.gone)
+	return false, nil
+}
+
+func TestWaitUnmountRetriesFailedUnmount(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		failures  int
+		wantCalls int
+		wantLog   string
+		exits     bool // waitUnmount returns without a second signal
+	}{
+		{0, 1, "unmounting /mnt/x", true},
+		{3, 4, "trying again", true},
+		{unmountTries, unmountTries, "giving up", false},
+	} {
+		f := &fakeMount{failures: tc.failures, gone: make(chan struct{})}
+		var out bytes.Buffer
+		var mu sync.Mutex
+		logger := log.New(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) }), "", 0)
+		sigs := make(chan os.Signal, 2)
+		sigs <- syscall.SIGTERM
+		returned := make(chan struct{})
+		go func() { waitUnmount(f, sigs, logger); close(returned) }()
+		select {
+		case <-returned:
+			if !tc.exits {
+				t.Errorf("%d failures: returned with the mount still there", tc.failures)
+			}
+		case <-time.After(time.Duration(unmountTries+5) * unmountRetry):
+			if tc.exits {
+				t.Fatalf("%d failures: still waiting", tc.failures)
+			}
+			sigs <- syscall.SIGTERM // a second signal exits
+			<-returned
+		}
+		f.mu.Lock()
+		calls := f.calls
+		f.mu.Unlock()
+		mu.Lock()
+		logged := out.String()
+		mu.Unlock()
+		if calls != tc.wantCalls {
+			t.Errorf("%d failures: %d unmounts, want %d", tc.failures, calls, tc.wantCalls)
+		}
+		if !strings.Contains(logged, tc.wantLog) {
+			t.Errorf("%d failures: log %q lacks %q", tc.failures, logged, tc.wantLog)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
