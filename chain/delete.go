@@ -34,7 +34,10 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, 
 	m.openMu.Lock()
 	err = m.st.Update(ctx, func(tx *store.Tx) error {
 		cur, err := tx.SnapshotByID(s.ID)
-		if err != nil || cur.Status != StatusReady {
+		if err != nil {
+			return lookupErr("snapshot "+ref, err)
+		}
+		if cur.Status != StatusReady {
 			return fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
 		}
 		return tx.SetSnapshotStatus(s.ID, StatusDeleting)

@@ -222,25 +222,35 @@ func resolve(tx *store.Tx, ref string) (store.Snapshot, store.Chain, error) {
 	}
 	var s store.Snapshot
 	var c store.Chain
+	// Only a row that is not there is "not found": any other failure to read one (a busy or
+	// damaged database) must not tell a FUSE lookup or a command that the snapshot does not exist.
 	if r.ID != 0 {
 		if s, err = tx.SnapshotByID(r.ID); err != nil {
-			return s, c, fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
+			return s, c, lookupErr("snapshot "+ref, err)
 		}
 		if c, err = tx.ChainByID(s.ChainID); err != nil {
 			return s, c, err
 		}
 	} else {
 		if c, err = tx.ChainByName(r.Chain); err != nil {
-			return s, c, fmt.Errorf("chain %s: %w", r.Chain, ErrNotFound)
+			return s, c, lookupErr("chain "+r.Chain, err)
 		}
 		if s, err = tx.SnapshotByName(c.ID, r.Name); err != nil {
-			return s, c, fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
+			return s, c, lookupErr("snapshot "+ref, err)
 		}
 	}
 	if s.Status != StatusReady {
 		return s, c, fmt.Errorf("snapshot %s: %w (it is %s)", ref, ErrNotFound, s.Status)
 	}
 	return s, c, nil
+}
+
+// lookupErr says what of looks it up failed: not found, or why not.
+func lookupErr(what string, err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return fmt.Errorf("look up %s: %w", what, err)
 }
 
 // --- views ---
