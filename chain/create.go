@@ -285,8 +285,7 @@ func (j *createJob) pipeline(parent context.Context) error {
 	results := make(chan blockResults, 4*workers)
 	blocks := make(chan diskBlock, workers)
 	free := make(chan []byte, readers+workers)
-	per := max(1, readBlock/j.chain.ChunkSize)
-	blockBytes := int(per * j.chain.ChunkSize)
+	blockBytes := int(j.blockChunks() * j.chain.ChunkSize)
 	for _, b := range store.AlignedBufs(readers+workers, blockBytes) {
 		free <- b
 	}
@@ -294,7 +293,7 @@ func (j *createJob) pipeline(parent context.Context) error {
 	// its batch, instead of into fresh memory: fresh memory for 1.15 GiB of records cost 0.8 CPU-s
 	// of page faults in a full snapshot of the benchmark disk.
 	recs := make(chan []byte, cap(results)+workers+1)
-	for _, b := range store.AlignedBufs(cap(recs), int(per)*store.RecordBound(int(j.chain.ChunkSize))) {
+	for _, b := range store.AlignedBufs(cap(recs), j.blockRecordBound()) {
 		recs <- b
 	}
 	var next atomic.Int64
@@ -341,6 +340,14 @@ func (j *createJob) pipeline(parent context.Context) error {
 	return nil
 }
 
+// blockChunks is how many chunks a block of readBlock bytes holds (one at least).
+func (j *createJob) blockChunks() int64 { return max(1, readBlock/j.chain.ChunkSize) }
+
+// blockRecordBound is the most room a block's records may take.
+func (j *createJob) blockRecordBound() int {
+	return int(j.blockChunks()) * store.RecordBound(int(j.chain.ChunkSize))
+}
+
 // progressFunc returns what workers call with the bytes of each block they consumed; it reports the
 // running total to j.progress, one call at a time, never going back.
 func (j *createJob) progressFunc() func(n int64) {
@@ -370,7 +377,7 @@ type diskBlock struct {
 // them to the hashers.
 func (j *createJob) read(ctx context.Context, next *atomic.Int64, free chan []byte, out chan<- diskBlock) error {
 	cs := j.chain.ChunkSize
-	per := max(1, readBlock/cs)
+	per := j.blockChunks()
 	total := chunkCount(j.src.size, cs)
 	for ctx.Err() == nil {
 		idx := next.Add(per) - per
@@ -516,8 +523,7 @@ func (j *createJob) write(ctx context.Context, cancel context.CancelCauseFunc, i
 		rs    []result
 		arena []byte // nil until the batch holds a record
 	}
-	per := max(1, readBlock/j.chain.ChunkSize)
-	arenaCap := batchBytes + int(per)*store.RecordBound(int(j.chain.ChunkSize))
+	arenaCap := batchBytes + j.blockRecordBound() // a block's records always fit below batchBytes
 	arenas := make(chan []byte, 2)
 	made := 0
 	arena := func() []byte { // nil when ctx is done first
