@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -158,6 +159,36 @@ func BenchmarkRestoreNew(b *testing.B) {
 		}
 		b.StopTimer()
 		os.Remove(to)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkSnapshotKnownData takes the first snapshot of a second disk whose data the store already
+// holds (a copy of a disk already snapshotted, as a disk made from a golden image is): every chunk
+// is hashed and found in the store, nothing is stored.
+func BenchmarkSnapshotKnownData(b *testing.B) {
+	disk, size := benchDisk(b)
+	m := benchManager(b, disk, 0)
+	if _, err := m.CreateSnapshot(context.Background(), "d", CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	copied := filepath.Join(b.TempDir(), "copy.img")
+	if out, err := exec.Command("cp", "--sparse=always", disk, copied).CombinedOutput(); err != nil {
+		b.Fatalf("copy the disk: %v\n%s", err, out)
+	}
+	if _, err := m.AddVolume(context.Background(), VolumeSpec{Name: "copy", Source: copied}); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(size)
+	for b.Loop() {
+		s, err := m.CreateSnapshot(context.Background(), "copy", CreateOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if _, err := m.DeleteSnapshot(context.Background(), s.Ref()); err != nil {
+			b.Fatal(err)
+		}
 		b.StartTimer()
 	}
 }

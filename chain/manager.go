@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/snapfs/snapfs/store"
@@ -87,6 +88,13 @@ type Manager struct {
 	pinMu    sync.Mutex
 	pins     map[int64]int  // open images per snapshot id
 	active   map[int64]bool // snapshots this process is creating
+
+	// counts is what snapshot creations did with the chunks they found changed: compressed them
+	// into new records, found them in the store already, or read them again because the store let
+	// go of them before the batch committed. Tests read it.
+	counts struct{ encoded, reused, reread atomic.Int64 }
+	// beforeCommit, set by tests only, runs before each batch of a snapshot being created commits.
+	beforeCommit func()
 }
 
 // Open opens (and, unless read-only, creates) the store in dir. A writer finishes or undoes what an

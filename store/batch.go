@@ -1,11 +1,13 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
 
-// NewChunk is a chunk a snapshot found: its address, raw size and encoded record.
+// NewChunk is a chunk a snapshot found: its address, raw size and encoded record. Rec is nil for
+// a chunk the caller found the store holding already, which it did not encode.
 type NewChunk struct {
 	Hash Hash
 	Size int
@@ -13,11 +15,16 @@ type NewChunk struct {
 }
 
 // PutChunks makes sure the store holds every chunk of items and returns their ids, in order. A
-// chunk the store already holds, or that comes earlier in items, is not stored again. New chunks
-// start with no references. It does per batch what PutChunk does per chunk, with a few set-wise
-// statements instead of several per chunk.
+// chunk the store already holds, or that another item holds the record of, is not stored again. New
+// chunks start with no references. It does per batch what PutChunk does per chunk, with a few
+// set-wise statements instead of several per chunk. An item without a record whose chunk the store
+// does not hold, and no other item has the record of, is an error (ErrNoRecord).
 func (t *Tx) PutChunks(items []NewChunk) ([]int64, error) {
-	known, err := t.lookupHashes(items)
+	hashes := make([]Hash, len(items))
+	for i := range items {
+		hashes[i] = items[i].Hash
+	}
+	known, err := t.KnownChunks(hashes)
 	if err != nil {
 		return nil, err
 	}
@@ -28,6 +35,9 @@ func (t *Tx) PutChunks(items []NewChunk) ([]int64, error) {
 		if id, ok := known[it.Hash]; ok {
 			ids[i] = id
 			continue
+		}
+		if it.Rec == nil {
+			continue // resolved below, once every record of the batch is stored
 		}
 		pack, off, err := t.s.chunks.Append(t.ctx, it.Rec)
 		if err != nil {
@@ -55,6 +65,16 @@ func (t *Tx) PutChunks(items []NewChunk) ([]int64, error) {
 		}
 		known[it.Hash] = ids[i]
 	}
+	for i, it := range items {
+		if ids[i] != 0 {
+			continue
+		}
+		id, ok := known[it.Hash]
+		if !ok {
+			return nil, fmt.Errorf("chunk %s: %w", it.Hash, ErrNoRecord)
+		}
+		ids[i] = id
+	}
 	for pack, use := range packs {
 		if _, err := t.exec(`UPDATE packs SET live_bytes = live_bytes + ?, size = MAX(size, ?) WHERE id = ?`,
 			use.live, use.end, pack); err != nil {
@@ -64,15 +84,19 @@ func (t *Tx) PutChunks(items []NewChunk) ([]int64, error) {
 	return ids, nil
 }
 
-// lookupHashes finds which of the items' chunks the store holds already.
-func (t *Tx) lookupHashes(items []NewChunk) (map[Hash]int64, error) {
-	known := make(map[Hash]int64, len(items))
+// ErrNoRecord means a chunk was to be referenced as one the store holds, but the store does not hold
+// it (any more) and no record of it was given.
+var ErrNoRecord = errors.New("the store does not hold the chunk and no record of it was given")
+
+// KnownChunks returns the ids of those of the chunks named by hashes that the store holds.
+func (t *Tx) KnownChunks(hashes []Hash) (map[Hash]int64, error) {
+	known := make(map[Hash]int64, len(hashes))
 	const group = 500
-	for start := 0; start < len(items); start += group {
-		part := items[start:min(start+group, len(items))]
+	for start := 0; start < len(hashes); start += group {
+		part := hashes[start:min(start+group, len(hashes))]
 		args := make([]any, len(part))
 		for i := range part {
-			args[i] = part[i].Hash[:]
+			args[i] = part[i][:]
 		}
 		rows, err := t.query(`SELECT id, hash FROM chunks WHERE hash IN (?`+strings.Repeat(",?", len(part)-1)+`)`, args...)
 		if err != nil {
