@@ -8,7 +8,8 @@ import (
 	"hash/crc32"
 
 	"github.com/pierrec/lz4/v4"
-	"github.com/zeebo/blake3"
+
+	"github.com/snapfs/snapfs/store/internal/blake3"
 )
 
 // Hash is the content address of a chunk: the BLAKE3-256 digest of its raw bytes.
