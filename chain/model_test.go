@@ -149,6 +149,7 @@ func TestModel(t *testing.T) {
 		{"copy", func() int { return 8 }, md.opCopy},
 		{"resize", func() int { return 3 }, md.opResize},
 		{"snapshot", func() int { return 16 }, md.opSnapshot},
+		{"snapshot-deleting", func() int { return min(3, len(md.snaps)) }, md.opSnapshotDeleting},
 		{"delete", func() int { return md.deleteWeight() }, md.opDelete},
 		{"delete-open", func() int { return min(2, len(md.snaps)) }, md.opDeleteOpen},
 		{"clone", func() int { return min(3, len(md.snaps)) }, md.opClone},
@@ -462,6 +463,54 @@ func (md *model) snapshot(d *mDisk) *mSnap {
 }
 
 func (md *model) opSnapshot() { md.snapshot(md.disk()) }
+
+// opSnapshotDeleting snapshots a disk while a snapshot of another chain is deleted just before the
+// new snapshot's first batch commits: chunks the store held when they were hashed may be gone when
+// they are referenced, and must be read from the disk again.
+func (md *model) opSnapshotDeleting() {
+	d := md.disk()
+	v, err := md.m.Volume(md.ctx, d.vol)
+	if err != nil {
+		md.fatalf("volume %s: %v", d.vol, err)
+	}
+	var others []*mSnap
+	for _, s := range md.snaps {
+		if s.chain != v.Chain {
+			others = append(others, s)
+		}
+	}
+	if len(others) == 0 {
+		md.snapshot(d)
+		return
+	}
+	victim := others[md.rng.IntN(len(others))]
+	deleted := false
+	var delErr error
+	md.m.beforeCommit = func() {
+		if !deleted {
+			deleted = true
+			_, delErr = md.m.DeleteSnapshot(md.ctx, victim.ref())
+		}
+	}
+	reread := md.m.counts.reread.Load()
+	got, err := md.m.CreateSnapshot(md.ctx, d.vol, CreateOptions{})
+	md.m.beforeCommit = nil
+	if err != nil || delErr != nil {
+		md.fatalf("snapshot %s while deleting %s: %v; delete: %v", d.vol, victim.ref(), err, delErr)
+	}
+	if !deleted { // nothing changed: no batch to commit
+		if _, err := md.m.DeleteSnapshot(md.ctx, victim.ref()); err != nil {
+			md.fatalf("delete %s: %v", victim.ref(), err)
+		}
+	}
+	n := md.m.counts.reread.Load() - reread
+	md.counts["chunks read again"] += int(n)
+	md.note("snapshot %s while deleting %s: %s, %d chunks read again", d.vol, victim.ref(), got.Ref(), n)
+	md.dropSnap(victim)
+	s := &mSnap{id: got.ID, chain: got.Chain, name: got.Name, data: bytes.Clone(d.data), vol: d.vol}
+	md.addSnap(s)
+	md.checkImage(s)
+}
 
 func (md *model) deleteWeight() int {
 	switch {
