@@ -45,9 +45,8 @@ type Store struct {
 	lock     *os.File
 	chunks   Backend
 
-	heldOnce sync.Once
-	heldStmt *sql.Stmt // see Held
-	heldErr  error
+	heldMu   sync.Mutex
+	heldStmt *sql.Stmt // see Held; prepared on first use
 }
 
 // Open opens the store in dir. A writer (not ReadOnly) creates the store when absent and holds an
@@ -163,9 +162,11 @@ func (s *Store) Close() error {
 	if s.chunks != nil {
 		err = s.chunks.Close()
 	}
+	s.heldMu.Lock()
 	if s.heldStmt != nil {
 		s.heldStmt.Close()
 	}
+	s.heldMu.Unlock()
 	for _, db := range []*sql.DB{s.rdb, s.db} {
 		if db != nil {
 			if e := db.Close(); err == nil {
@@ -257,14 +258,9 @@ const heldGroup = 16
 // heldGroup hashes. It costs a fraction of a read transaction (a snapshot asks once per block of
 // the disk that changed): one prepared statement, no BEGIN and COMMIT.
 func (s *Store) Held(ctx context.Context, hashes []Hash) (map[Hash]bool, error) {
-	s.heldOnce.Do(func() {
-		q := `SELECT hash FROM chunks WHERE hash IN (?` + strings.Repeat(",?", heldGroup-1) + `)`
-		if s.heldStmt, s.heldErr = s.rdb.PrepareContext(ctx, q); s.heldErr != nil {
-			s.heldErr = fmt.Errorf("look up chunks: %w", s.heldErr)
-		}
-	})
-	if s.heldErr != nil {
-		return nil, s.heldErr
+	st, err := s.heldStatement(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("look up chunks: %w", err)
 	}
 	held := make(map[Hash]bool, len(hashes))
 	args := make([]any, heldGroup)
@@ -273,15 +269,31 @@ func (s *Store) Held(ctx context.Context, hashes []Hash) (map[Hash]bool, error) 
 		for i := range args {
 			args[i] = part[min(i, len(part)-1)][:]
 		}
-		if err := s.scanHeld(ctx, args, held); err != nil {
+		if err := scanHeld(ctx, st, args, held); err != nil {
 			return nil, fmt.Errorf("look up chunks: %w", err)
 		}
 	}
 	return held, nil
 }
 
-func (s *Store) scanHeld(ctx context.Context, args []any, held map[Hash]bool) error {
-	rows, err := s.heldStmt.QueryContext(ctx, args...)
+// heldStatement returns Held's statement, preparing it the first time; a failure is not kept, so
+// that a cancelled first caller does not fail the next ones.
+func (s *Store) heldStatement(ctx context.Context) (*sql.Stmt, error) {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	if s.heldStmt == nil {
+		q := `SELECT hash FROM chunks WHERE hash IN (?` + strings.Repeat(",?", heldGroup-1) + `)`
+		st, err := s.rdb.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		s.heldStmt = st
+	}
+	return s.heldStmt, nil
+}
+
+func scanHeld(ctx context.Context, st *sql.Stmt, args []any, held map[Hash]bool) error {
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return err
 	}

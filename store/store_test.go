@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -655,4 +656,42 @@ func TestPutChunks(t *testing.T) {
 		t.Fatalf("rolled-back batch: %+v", st)
 	}
 	checkMetadata(t, s)
+}
+
+// TestHeld: Held says which hashes name stored chunks, in groups longer and shorter than one
+// statement's, and a first call whose context is cancelled does not fail the later ones.
+func TestHeld(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	var stored, absent []Hash
+	var datas [][]byte
+	for i := range 40 {
+		d := bytes.Repeat([]byte{byte(i + 1)}, 1000+i)
+		if i%3 == 0 {
+			absent = append(absent, Sum(d))
+			continue
+		}
+		datas = append(datas, d)
+		stored = append(stored, Sum(d))
+	}
+	putChunks(t, s, datas...)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Held(cancelled, stored[:1]); err == nil {
+		t.Error("Held with a cancelled context succeeded")
+	}
+	for _, n := range []int{0, 1, heldGroup - 1, heldGroup, heldGroup + 1, len(stored)} {
+		ask := append(slices.Clone(stored[:n]), absent...)
+		held, err := s.Held(context.Background(), ask)
+		if err != nil {
+			t.Fatalf("%d stored hashes: %v", n, err)
+		}
+		if len(held) != n {
+			t.Errorf("%d stored and %d absent hashes: %d held", n, len(absent), len(held))
+		}
+		for _, h := range stored[:n] {
+			if !held[h] {
+				t.Errorf("%s not held", h)
+			}
+		}
+	}
 }
