@@ -31,10 +31,11 @@ type CreateOptions struct {
 // readBlock is how much of the disk the reader hands to a hasher at a time.
 const readBlock = 1 << 20
 
-// batchBytes bounds the records a batch keeps in memory before it is committed. Each batch costs a
-// commit, whose fsyncs (pack, WAL) wait behind the disk's queue and whose pack writes drain before
-// it: on the benchmark disk 58 batches of 20 MiB spent 1.3 s in fsyncs, 25 of 48 MiB about half.
-// Two batches are held at most.
+// batchBytes bounds the record buffers a batch keeps in memory before it is committed (each one
+// block's records; on the benchmark disk they are two thirds full). Each batch costs a commit,
+// whose fsyncs (pack, WAL) wait behind the disk's queue and whose pack writes drain before it: on
+// the benchmark disk 58 batches of 20 MiB of records spent 1.3 s in fsyncs, 25 of 48 MiB about
+// half. Two batches are held at most.
 const batchBytes = 48 << 20
 
 // CreateSnapshot snapshots a volume: it reads the disk once, stores the chunks that differ from the
@@ -291,13 +292,11 @@ func (j *createJob) pipeline(parent context.Context) error {
 	for _, b := range store.AlignedBufs(readers+workers, blockBytes) {
 		free <- b
 	}
-	// Records are encoded into buffers that are used again once the writer has copied them into
-	// its batch, instead of into fresh memory: fresh memory for 1.15 GiB of records cost 0.8 CPU-s
-	// of page faults in a full snapshot of the benchmark disk.
-	recs := make(chan []byte, cap(results)+workers+1)
-	for _, b := range store.AlignedBufs(cap(recs), j.blockRecordBound()) {
-		recs <- b
-	}
+	// Records are encoded into block-sized buffers that stay in their batch until it is committed,
+	// then serve again: no copy of the records between the hashers and the packs' stages, and no
+	// fresh memory for each (fresh memory for 1.15 GiB of records cost 0.8 CPU-s of page faults
+	// in a full snapshot of the benchmark disk; copying them into batch arenas 0.44 CPU-s).
+	recs := j.newRecPool(cap(results) + workers)
 	var next atomic.Int64
 	progress := j.progressFunc()
 	var rwg, wg sync.WaitGroup
@@ -412,14 +411,12 @@ func (j *createJob) read(ctx context.Context, next *atomic.Int64, free chan []by
 
 // hash turns the blocks readers hand it into results: holes, and chunks whose content differs
 // from the previous snapshot, hashed and encoded.
-func (j *createJob) hash(ctx context.Context, in <-chan diskBlock, free chan<- []byte, recs chan []byte, out chan<- blockResults, progress func(int64)) error {
+func (j *createJob) hash(ctx context.Context, in <-chan diskBlock, free chan<- []byte, recs *recPool, out chan<- blockResults, progress func(int64)) error {
 	var enc store.Encoder
 	for b := range in {
 		var br blockResults
 		if b.data != nil {
-			select {
-			case br.buf = <-recs:
-			case <-ctx.Done():
+			if br.buf = recs.get(ctx); br.buf == nil {
 				return nil
 			}
 		}
@@ -431,11 +428,11 @@ func (j *createJob) hash(ctx context.Context, in <-chan diskBlock, free chan<- [
 		if err != nil {
 			return err
 		}
-		if len(br.rs) == 0 {
-			if br.buf != nil {
-				recs <- br.buf
-			}
-		} else {
+		if !hasRecords(br.rs) && br.buf != nil {
+			recs.put(br.buf)
+			br.buf = nil
+		}
+		if len(br.rs) > 0 {
 			select {
 			case out <- br:
 			case <-ctx.Done():
@@ -446,6 +443,68 @@ func (j *createJob) hash(ctx context.Context, in <-chan diskBlock, free chan<- [
 	}
 	return nil
 }
+
+func hasRecords(rs []result) bool {
+	for _, r := range rs {
+		if r.rec != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// recPool hands out the buffers records are encoded into, one a block, made when first needed (a
+// snapshot that stores little makes few) up to as many as the pipeline can hold at once: two
+// batches and what is between the hashers and the writer. Holding that many, a hasher that waits
+// for one waits only for a commit.
+type recPool struct {
+	free  chan []byte
+	size  int // bytes a buffer
+	mu    sync.Mutex
+	made  int
+	limit int
+}
+
+// recGroup is how many record buffers are made at a time.
+const recGroup = 8
+
+func (j *createJob) newRecPool(inFlight int) *recPool {
+	size := j.blockRecordBound()
+	limit := 2*j.batchBufs() + inFlight
+	return &recPool{free: make(chan []byte, limit), size: size, limit: limit}
+}
+
+// batchBufs is how many record buffers a batch holds at most.
+func (j *createJob) batchBufs() int { return max(1, batchBytes/j.blockRecordBound()) }
+
+// get returns a free buffer, or nil once ctx is done.
+func (p *recPool) get(ctx context.Context) []byte {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+	}
+	p.mu.Lock()
+	if p.made < p.limit {
+		n := min(recGroup, p.limit-p.made)
+		p.made += n
+		p.mu.Unlock()
+		bufs := store.AlignedBufs(n, p.size)
+		for _, b := range bufs[1:] {
+			p.free <- b
+		}
+		return bufs[0]
+	}
+	p.mu.Unlock()
+	select {
+	case b := <-p.free:
+		return b
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+func (p *recPool) put(b []byte) { p.free <- b[:cap(b)] }
 
 // isHole reports whether [off, off+length) of a regular file holds no data.
 func (j *createJob) isHole(off, length int64) bool {
@@ -549,35 +608,14 @@ func (j *createJob) prevChunks(ctx context.Context, idx, n int64) ([]store.Chunk
 	return j.prev.span(ctx, idx, min(idx+n, j.prev.count))
 }
 
-// write gathers results in batches of about batchBytes of records and hands each to a committer
-// goroutine, so that the disk is read and hashed on while a batch is written and committed. At most
-// two batches are held: one committing, one filling. Records are copied into the batch's arena,
-// one of two reused in turn (made when first needed: a snapshot that stores nothing makes none),
-// and their buffers given back to recs at once.
-func (j *createJob) write(ctx context.Context, cancel context.CancelCauseFunc, in <-chan blockResults, recs chan<- []byte) error {
+// write gathers results in batches of at most batchBufs record buffers and hands each to a
+// committer goroutine, so that the disk is read and hashed on while a batch is written and
+// committed. At most two batches are held: one committing, one filling. A batch keeps its records
+// in the buffers the hashers encoded them into, and gives those back to recs once committed.
+func (j *createJob) write(ctx context.Context, cancel context.CancelCauseFunc, in <-chan blockResults, recs *recPool) error {
 	type batch struct {
-		rs    []result
-		arena []byte // nil until the batch holds a record
-	}
-	arenaCap := batchBytes + j.blockRecordBound() // a block's records always fit below batchBytes
-	arenas := make(chan []byte, 2)
-	made := 0
-	arena := func() []byte { // nil when ctx is done first
-		select {
-		case a := <-arenas:
-			return a
-		default:
-		}
-		if made < cap(arenas) {
-			made++
-			return store.AlignedBuf(arenaCap)[:0]
-		}
-		select {
-		case a := <-arenas:
-			return a
-		case <-ctx.Done():
-			return nil
-		}
+		rs   []result
+		bufs [][]byte
 	}
 	batches := make(chan batch)
 	done := make(chan struct{})
@@ -592,38 +630,32 @@ func (j *createJob) write(ctx context.Context, cancel context.CancelCauseFunc, i
 					cancel(err)
 				}
 			}
-			if b.arena != nil {
-				arenas <- b.arena[:0]
+			for _, buf := range b.bufs {
+				recs.put(buf)
 			}
 		}
 	}()
 	defer func() { close(batches); <-done }()
 	var cur batch
+	full := j.batchBufs()
 	for br := range in {
 		if ctx.Err() != nil {
-			return nil
-		}
-		for _, r := range br.rs {
-			if r.rec != nil {
-				if cur.arena == nil {
-					if cur.arena = arena(); cur.arena == nil {
-						return nil
-					}
-				}
-				start := len(cur.arena)
-				cur.arena = append(cur.arena, r.rec...)
-				r.rec = cur.arena[start:len(cur.arena):len(cur.arena)]
+			if br.buf != nil {
+				recs.put(br.buf)
 			}
-			cur.rs = append(cur.rs, r)
+			continue // drain: the hashers give back what they hold
 		}
+		cur.rs = append(cur.rs, br.rs...)
 		if br.buf != nil {
-			recs <- br.buf
+			cur.bufs = append(cur.bufs, br.buf)
 		}
-		if len(cur.arena) >= batchBytes || len(cur.rs) >= batchResults {
+		if len(cur.bufs) >= full || len(cur.rs) >= batchResults {
 			select {
 			case batches <- cur:
 			case <-ctx.Done():
-				return nil
+				for _, buf := range cur.bufs {
+					recs.put(buf)
+				}
 			}
 			cur = batch{}
 		}
