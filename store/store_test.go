@@ -695,3 +695,41 @@ func TestHeld(t *testing.T) {
 		}
 	}
 }
+
+// TestPutChunksWithoutRecords: an item without a record takes the id of the stored chunk, or of
+// another item's record in the same call, wherever that item stands; with neither, ErrNoRecord and
+// nothing stored.
+func TestPutChunksWithoutRecords(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{})
+	old := putChunks(t, s, []byte("stored before"))[0]
+	fresh := []byte("stored in the same call")
+	var enc Encoder
+	freshSum := Sum(fresh)
+	var ids []int64
+	err := s.Update(context.Background(), func(tx *Tx) (err error) {
+		ids, err = tx.PutChunks([]NewChunk{
+			{Hash: freshSum, Size: len(fresh)}, // its record comes after it
+			{Hash: old.Hash, Size: int(old.Size)},
+			{Hash: freshSum, Size: len(fresh), Rec: bytes.Clone(enc.Encode(fresh, freshSum))},
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids[0] != ids[2] || ids[1] != old.ID || ids[0] == old.ID {
+		t.Fatalf("ids %v, stored chunk %d", ids, old.ID)
+	}
+	before := stats(t, s)
+	missing := []byte("never stored")
+	err = s.Update(context.Background(), func(tx *Tx) error {
+		_, err := tx.PutChunks([]NewChunk{{Hash: Sum(missing), Size: len(missing)}})
+		return err
+	})
+	if !errors.Is(err, ErrNoRecord) {
+		t.Fatalf("a chunk without a record nobody stored: %v", err)
+	}
+	if after := stats(t, s); after != before {
+		t.Fatalf("a failed PutChunks changed the store: %+v then %+v", before, after)
+	}
+}
