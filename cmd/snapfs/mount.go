@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -131,17 +132,23 @@ func waitExit(pid int, d time.Duration) bool {
 	}
 }
 
-// alive reports whether process pid exists (and is not a zombie).
+// alive reports whether process pid exists and is not a zombie. A zombie thread-group leader
+// whose other threads are still exiting counts as alive: until the last of them is gone the
+// process holds its files (the store's lock, the daemon's socket). The leader of a daemon killed
+// with SIGKILL is often a zombie before its other threads have closed them.
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
 	}
 	// The state follows the parenthesised command name: "123 (snapfs) S ...".
-	for i := len(b) - 1; i > 0; i-- {
-		if b[i] == ')' {
-			return i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
-		}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return true
 	}
-	return true
+	if state := b[i+2]; state != 'Z' && state != 'X' {
+		return true
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return err == nil && len(tasks) > 1
 }
