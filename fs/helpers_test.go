@@ -196,14 +196,19 @@ func processDiagnostics(pid int) string {
 	return b.String()
 }
 
-// processAlive reports whether pid exists and is not a zombie.
+// processAlive reports whether pid exists and is not a zombie. A zombie leader whose other threads
+// are still exiting (and so still hold the process's files) counts as alive, as in cmd/snapfs.
 func processAlive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
 	}
 	i := strings.LastIndexByte(string(b), ')')
-	return i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X')
+	if i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X') {
+		return true
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return err == nil && len(tasks) > 1
 }
 
 // sha256File hashes a file.
