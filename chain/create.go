@@ -256,13 +256,12 @@ func (j *createJob) run(ctx context.Context, freezeAt string) error {
 }
 
 // result is one chunk that differs from the previous snapshot: a hole (size 0), a chunk the store
-// held when it was hashed (known, no record), or a new chunk and its record.
+// held when it was hashed (no record), or a new chunk and its record.
 type result struct {
-	idx   int64
-	hash  store.Hash
-	size  int
-	rec   []byte // exactly the record's bytes
-	known bool
+	idx  int64
+	hash store.Hash
+	size int
+	rec  []byte // exactly the record's bytes
 }
 
 // blockResults are the results of one block of the disk, their records encoded into buf, a buffer
@@ -563,7 +562,9 @@ func (j *createJob) hashBlock(ctx context.Context, enc *store.Encoder, idx, n in
 		rs = append(rs, result{idx: idx + i, hash: sum, size: len(chunk)})
 		hashes = append(hashes, sum)
 	}
-	held, err := j.held(ctx, hashes)
+	// One look-up a block, of the chunks that changed only (~30 µs): an incremental snapshot asks
+	// little, a full one once per MiB.
+	held, err := j.m.st.Held(ctx, hashes)
 	if err != nil {
 		return nil, err
 	}
@@ -573,7 +574,6 @@ func (j *createJob) hashBlock(ctx context.Context, enc *store.Encoder, idx, n in
 			continue // a hole
 		}
 		if held[r.hash] {
-			r.known = true
 			j.m.counts.reused.Add(1)
 			continue
 		}
@@ -581,22 +581,9 @@ func (j *createJob) hashBlock(ctx context.Context, enc *store.Encoder, idx, n in
 		off := (r.idx - idx) * cs
 		r.rec = enc.EncodeInto(recBuf, data[off:off+int64(r.size)], r.hash)
 		recBuf = recBuf[len(r.rec):]
-		if held == nil {
-			held = map[store.Hash]bool{}
-		}
 		held[r.hash] = true // a later copy in this block takes this record, in the same batch
 	}
 	return rs, nil
-}
-
-// held returns which of hashes name chunks the store holds. It is asked once a block, of the
-// chunks that changed only: an incremental snapshot asks little, a full one once per MiB (about
-// 30 µs each).
-func (j *createJob) held(ctx context.Context, hashes []store.Hash) (map[store.Hash]bool, error) {
-	if len(hashes) == 0 {
-		return nil, nil
-	}
-	return j.m.st.Held(ctx, hashes)
 }
 
 // prevChunks returns the previous snapshot's entries for the n chunks from idx, fewer (or none)
@@ -680,16 +667,31 @@ func (j *createJob) commit(ctx context.Context, batch []result) error {
 		return nil
 	}
 	return j.m.st.Update(ctx, func(tx *store.Tx) error {
-		if err := j.restoreVanished(tx, batch); err != nil {
-			return err
-		}
 		var items []store.NewChunk
-		for _, r := range batch {
+		var of []int // the batch index of each item
+		for i, r := range batch {
 			if r.size > 0 {
 				items = append(items, store.NewChunk{Hash: r.hash, Size: r.size, Rec: r.rec})
+				of = append(of, i)
 			}
 		}
 		ids, err := tx.PutChunks(items)
+		var missing *store.MissingRecordsError
+		if errors.As(err, &missing) {
+			// Chunks the store held when they were hashed, freed since by a delete (or the undoing
+			// of a failed snapshot): read them from the disk again. Should the disk have changed
+			// there meanwhile, the snapshot takes what it reads now, as it would had it read the
+			// chunk now in the first place.
+			var enc store.Encoder
+			for _, k := range missing.Items {
+				r := &batch[of[k]]
+				if err := j.reread(&enc, r); err != nil {
+					return err
+				}
+				items[k] = store.NewChunk{Hash: r.hash, Size: r.size, Rec: r.rec}
+			}
+			ids, err = tx.PutChunks(items)
+		}
 		if err != nil {
 			return err
 		}
@@ -704,41 +706,6 @@ func (j *createJob) commit(ctx context.Context, batch []result) error {
 	})
 }
 
-// restoreVanished gives a record to each known chunk of batch that the store no longer holds: a
-// delete (or the undoing of a failed snapshot) freed it after it was hashed. The chunk is read from
-// the disk again; should the disk have changed there meanwhile, the snapshot takes what it reads now,
-// as it would had it read the chunk now in the first place.
-func (j *createJob) restoreVanished(tx *store.Tx, batch []result) error {
-	recorded := map[store.Hash]bool{}
-	var hashes []store.Hash
-	for _, r := range batch {
-		if r.rec != nil {
-			recorded[r.hash] = true
-		} else if r.known {
-			hashes = append(hashes, r.hash)
-		}
-	}
-	if len(hashes) == 0 {
-		return nil
-	}
-	held, err := tx.KnownChunks(hashes)
-	if err != nil {
-		return err
-	}
-	var enc store.Encoder
-	for i := range batch {
-		r := &batch[i]
-		if !r.known || recorded[r.hash] || held[r.hash] != 0 {
-			continue
-		}
-		if err := j.reread(&enc, r); err != nil {
-			return err
-		}
-		recorded[r.hash] = true
-	}
-	return nil
-}
-
 // reread reads r's chunk from the disk again, and hashes and encodes it into fresh memory.
 func (j *createJob) reread(enc *store.Encoder, r *result) error {
 	cs := j.chain.ChunkSize
@@ -749,7 +716,6 @@ func (j *createJob) reread(enc *store.Encoder, r *result) error {
 	}
 	r.hash = store.Sum(chunk)
 	r.rec = bytes.Clone(enc.Encode(chunk, r.hash))
-	r.known = false
 	j.m.counts.reread.Add(1)
 	return nil
 }

@@ -17,16 +17,20 @@ type NewChunk struct {
 // PutChunks makes sure the store holds every chunk of items and returns their ids, in order. A
 // chunk the store already holds, or that another item holds the record of, is not stored again. New
 // chunks start with no references. It does per batch what PutChunk does per chunk, with a few
-// set-wise statements instead of several per chunk. An item without a record whose chunk the store
-// does not hold, and no other item has the record of, is an error (ErrNoRecord).
+// set-wise statements instead of several per chunk. Items without a record whose chunk the store
+// does not hold, and no other item has the record of, fail it before it changes anything, with a
+// *MissingRecordsError that names them.
 func (t *Tx) PutChunks(items []NewChunk) ([]int64, error) {
 	hashes := make([]Hash, len(items))
 	for i := range items {
 		hashes[i] = items[i].Hash
 	}
-	known, err := t.KnownChunks(hashes)
+	known, err := t.knownChunks(hashes)
 	if err != nil {
 		return nil, err
+	}
+	if missing := missingRecords(items, known); len(missing) > 0 {
+		return nil, &MissingRecordsError{Items: missing}
 	}
 	ids := make([]int64, len(items))
 	type packUse struct{ live, end int64 }
@@ -37,7 +41,7 @@ func (t *Tx) PutChunks(items []NewChunk) ([]int64, error) {
 			continue
 		}
 		if it.Rec == nil {
-			continue // resolved below, once every record of the batch is stored
+			continue // another item's record: its id is known below
 		}
 		pack, off, err := t.s.chunks.Append(t.ctx, it.Rec)
 		if err != nil {
@@ -66,14 +70,9 @@ func (t *Tx) PutChunks(items []NewChunk) ([]int64, error) {
 		known[it.Hash] = ids[i]
 	}
 	for i, it := range items {
-		if ids[i] != 0 {
-			continue
+		if ids[i] == 0 {
+			ids[i] = known[it.Hash]
 		}
-		id, ok := known[it.Hash]
-		if !ok {
-			return nil, fmt.Errorf("chunk %s: %w", it.Hash, ErrNoRecord)
-		}
-		ids[i] = id
 	}
 	for pack, use := range packs {
 		if _, err := t.exec(`UPDATE packs SET live_bytes = live_bytes + ?, size = MAX(size, ?) WHERE id = ?`,
@@ -88,8 +87,39 @@ func (t *Tx) PutChunks(items []NewChunk) ([]int64, error) {
 // it (any more) and no record of it was given.
 var ErrNoRecord = errors.New("the store does not hold the chunk and no record of it was given")
 
-// KnownChunks returns the ids of those of the chunks named by hashes that the store holds.
-func (t *Tx) KnownChunks(hashes []Hash) (map[Hash]int64, error) {
+// MissingRecordsError names the items of a PutChunks that lack a record the store needs (it is
+// ErrNoRecord): the caller may give them records and call again.
+type MissingRecordsError struct {
+	Items []int // indexes into the items, in order
+}
+
+func (e *MissingRecordsError) Error() string {
+	return fmt.Sprintf("%d chunks: %v", len(e.Items), ErrNoRecord)
+}
+
+// Unwrap makes the error ErrNoRecord.
+func (e *MissingRecordsError) Unwrap() error { return ErrNoRecord }
+
+// missingRecords returns the indexes of the items without a record whose chunk is neither known
+// nor recorded by another item.
+func missingRecords(items []NewChunk, known map[Hash]int64) []int {
+	recorded := map[Hash]bool{}
+	for _, it := range items {
+		if it.Rec != nil {
+			recorded[it.Hash] = true
+		}
+	}
+	var missing []int
+	for i, it := range items {
+		if _, ok := known[it.Hash]; !ok && it.Rec == nil && !recorded[it.Hash] {
+			missing = append(missing, i)
+		}
+	}
+	return missing
+}
+
+// knownChunks returns the ids of those of the chunks named by hashes that the store holds.
+func (t *Tx) knownChunks(hashes []Hash) (map[Hash]int64, error) {
 	known := make(map[Hash]int64, len(hashes))
 	const group = 500
 	for start := 0; start < len(hashes); start += group {

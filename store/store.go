@@ -258,11 +258,14 @@ const heldGroup = 16
 // heldGroup hashes. It costs a fraction of a read transaction (a snapshot asks once per block of
 // the disk that changed): one prepared statement, no BEGIN and COMMIT.
 func (s *Store) Held(ctx context.Context, hashes []Hash) (map[Hash]bool, error) {
+	held := make(map[Hash]bool, len(hashes))
+	if len(hashes) == 0 {
+		return held, nil
+	}
 	st, err := s.heldStatement(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("look up chunks: %w", err)
 	}
-	held := make(map[Hash]bool, len(hashes))
 	args := make([]any, heldGroup)
 	for start := 0; start < len(hashes); start += heldGroup {
 		part := hashes[start:min(start+heldGroup, len(hashes))]
