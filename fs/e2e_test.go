@@ -182,14 +182,27 @@ func (f *treeFixture) testSha256(t *testing.T) {
 	}
 }
 
+// testDD copies images with dd, through the page cache and past it (iflag=direct: the kernel sends
+// each read to the daemon, as a one-off copy of a large image that should not fill the cache does).
 func (f *treeFixture) testDD(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "restored.img")
-	cmd := exec.Command("dd", "if="+f.path("chains", "disk", "s3.img"), "of="+out, "bs=1M", "status=none")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("dd: %v\n%s", err, b)
-	}
-	if got, want := sha256File(t, out), f.store.sums["disk/s3"]; got != want {
-		t.Errorf("dd copy of s3.img: sha256 %s, want %s", got, want)
+	for _, c := range []struct {
+		name, snap string
+		args       []string
+	}{
+		{"buffered", "s3", []string{"bs=1M"}},
+		{"direct", "s3", []string{"bs=4M", "iflag=direct"}},
+		{"direct small blocks", "s4", []string{"bs=64k", "iflag=direct"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "restored.img")
+			args := append([]string{"if=" + f.path("chains", "disk", c.snap+".img"), "of=" + out, "status=none"}, c.args...)
+			if b, err := exec.Command("dd", args...).CombinedOutput(); err != nil {
+				t.Fatalf("dd %s: %v\n%s", strings.Join(c.args, " "), err, b)
+			}
+			if got, want := sha256File(t, out), f.store.sums["disk/"+c.snap]; got != want {
+				t.Errorf("dd %s copy of %s.img: sha256 %s, want %s", strings.Join(c.args, " "), c.snap, got, want)
+			}
+		})
 	}
 }
 

@@ -91,11 +91,12 @@ timed() { # timed CMD...: runs CMD (its output in $DIR/cmd.out); sets secs rss_k
 	/usr/bin/time -f "%e %M %U %S" -o "$DIR/t" "$@" >"$DIR/cmd.out"
 	read -r secs rss_kib user sys <"$DIR/t"
 }
-dd_mbps() { # dd_mbps FILE: reads FILE with dd bs=1M, prints MB/s
-	local t0 t1 bytes
-	bytes=$(stat -Lc %s "$1")
+dd_mbps() { # dd_mbps FILE [DD-ARG...]: reads FILE with dd bs=1M (or as told), prints MB/s
+	local t0 t1 bytes f=$1
+	shift
+	bytes=$(stat -Lc %s "$f")
 	t0=$(date +%s.%N)
-	dd if="$1" of=/dev/null bs=1M status=none
+	dd if="$f" of=/dev/null bs=1M status=none "$@"
 	t1=$(date +%s.%N)
 	echo "scale=0; $bytes / ($t1 - $t0) / 1000000" | bc
 }
@@ -225,12 +226,16 @@ img=$FMNT/chains/bench/full.img
 # Cold: best of two, each after dropping the caches. Warm: best of three, FUSE and source in turn.
 cold() { local a b; dropcaches; a=$(dd_mbps "$1"); dropcaches; b=$(dd_mbps "$1"); echo $((a > b ? a : b)); }
 fuse_cold=$(cold "$img")
+# Past the page cache (O_DIRECT: the kernel sends each read to the daemon, and fills no cache): what
+# the daemon itself serves, apart from the kernel's cost of filling the image's page cache.
+fuse_direct=$(dropcaches; dd_mbps "$img" iflag=direct)
 src_cold=$(cold "$DIR/state1.img")
 dd_mbps "$img" >/dev/null
 fuse_warm=$(best_of_3 "$img")
 src_warm=$(best_of_3 "$DIR/state1.img")
 row "FUSE dd bs=1M of an image, cold: MB/s" "$fuse_cold"
 row "FUSE dd bs=1M of an image, warm: MB/s" "$fuse_warm"
+row "FUSE dd bs=1M iflag=direct of an image, cold: MB/s" "$fuse_direct"
 row "dd bs=1M of the source image, cold: MB/s" "$src_cold"
 row "dd bs=1M of the source image, warm: MB/s" "$src_warm"
 row "FUSE warm / source warm" "$(echo "scale=2; $fuse_warm / $src_warm" | bc)"
