@@ -150,6 +150,8 @@ type createJob struct {
 	// prev) a hole needs no delta row, as nothing could show through it. A first snapshot of a
 	// sparse 1 TiB disk would otherwise write 16 million rows saying "hole".
 	rowsEnd int64
+	// dataBytes counts the bytes of the disk's chunks that hold data, holes and zeros left out.
+	dataBytes atomic.Int64
 }
 
 // begin loads the newest snapshot's chunk map and records the new snapshot, invisible, as creating.
@@ -184,7 +186,7 @@ func (j *createJob) begin(ctx context.Context, vol store.Volume, name string, no
 			return err
 		}
 		j.snap = store.Snapshot{ChainID: j.chain.ID, Seq: seq, Name: name, Volume: vol.Name, Size: j.src.size,
-			Created: now.UnixNano(), Status: StatusCreating}
+			Created: now.UnixNano(), Status: StatusCreating, DataBytes: store.UnknownDataBytes}
 		if j.snap.ID, err = tx.InsertSnapshot(j.snap); err != nil {
 			return err
 		}
@@ -250,6 +252,9 @@ func (j *createJob) run(ctx context.Context, freezeAt string) error {
 			if err := tx.UpdateVolumeSize(c.VolumeID, j.src.size); err != nil {
 				return err
 			}
+		}
+		if err := tx.SetSnapshotDataBytes(j.snap.ID, j.dataBytes.Load()); err != nil {
+			return err
 		}
 		return tx.SetSnapshotStatus(j.snap.ID, StatusReady)
 	})
@@ -555,6 +560,7 @@ func (j *createJob) hashBlock(ctx context.Context, enc *store.Encoder, idx, n in
 			}
 			continue
 		}
+		j.dataBytes.Add(int64(len(chunk)))
 		sum := store.Sum(chunk)
 		if hadPrev && prev.ID != 0 && prev.Hash == sum && prev.Size == int64(len(chunk)) {
 			continue

@@ -303,6 +303,9 @@ type Snapshot struct {
 	Status      string    `json:"status"`
 	Parent      int64     `json:"parent"` // previous snapshot of the chain, 0 for the first
 	Origin      int64     `json:"origin"` // for a clone's base: the snapshot it was cloned from
+	// DataBytes is how many bytes of the disk's chunks hold data (holes and zero chunks left out),
+	// -1 for a snapshot made before snapfs recorded it.
+	DataBytes int64 `json:"data_bytes"`
 }
 
 // Ref is the snapshot's CHAIN/NAME reference.
@@ -385,7 +388,7 @@ func (m *Manager) snapshotViews(tx *store.Tx, c store.Chain, stats bool) ([]Snap
 // UniqueBytes are left for the caller.
 func describe(c store.Chain, s store.Snapshot, parent int64) Snapshot {
 	return Snapshot{ID: s.ID, Chain: c.Name, Name: s.Name, Volume: s.Volume, Seq: s.Seq, Created: fromNanos(s.Created),
-		Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Parent: parent, Origin: s.Origin}
+		Size: s.Size, ChunkSize: c.ChunkSize, Status: s.Status, Parent: parent, Origin: s.Origin, DataBytes: s.DataBytes}
 }
 
 func chunkCount(size, chunkSize int64) int64 { return (size + chunkSize - 1) / chunkSize }

@@ -875,16 +875,29 @@ func (md *model) checkListed() {
 	}
 	var got, want []string
 	for _, s := range list {
-		got = append(got, fmt.Sprintf("%d:%s/%s:%d", s.ID, s.Chain, s.Name, s.Size))
+		got = append(got, fmt.Sprintf("%d:%s/%s:%d data %d", s.ID, s.Chain, s.Name, s.Size, s.DataBytes))
 	}
 	for _, s := range md.snaps {
-		want = append(want, fmt.Sprintf("%d:%s:%d", s.id, s.ref(), len(s.data)))
+		want = append(want, fmt.Sprintf("%d:%s:%d data %d", s.id, s.ref(), len(s.data), dataBytes(s.data)))
 	}
 	sort.Strings(got)
 	sort.Strings(want)
 	if !slices.Equal(got, want) {
 		md.fatalf("snapshots listed:\n  %q\nlive:\n  %q", got, want)
 	}
+}
+
+// dataBytes is what a snapshot of a disk holding data reports as its data: the bytes of its chunks
+// that are not all zeros.
+func dataBytes(data []byte) int64 {
+	var n int64
+	for off := 0; off < len(data); off += mChunk {
+		chunk := data[off:min(off+mChunk, len(data))]
+		if slices.ContainsFunc(chunk, func(b byte) bool { return b != 0 }) {
+			n += int64(len(chunk))
+		}
+	}
+	return n
 }
 
 func (md *model) checkImage(s *mSnap) {

@@ -481,12 +481,15 @@ func (m *Manager) registerClone(ctx context.Context, im *Image, spec VolumeSpec,
 			return err
 		}
 		s := store.Snapshot{ChainID: c.ID, Seq: seq, Name: im.info.Name, Volume: spec.Name, Size: im.Size(),
-			Created: im.info.Created.UnixNano(), Status: StatusReady, Origin: im.info.ID}
+			Created: im.info.Created.UnixNano(), Status: StatusReady, Origin: im.info.ID, DataBytes: store.UnknownDataBytes}
 		if s.ID, err = tx.InsertSnapshot(s); err != nil {
 			return err
 		}
-		err = im.view.eachDeltas(ctx, func(ds []store.Delta) error { return tx.CopyDeltas(s.ID, ds) })
+		data, err := im.view.eachDeltas(ctx, func(ds []store.Delta) error { return tx.CopyDeltas(s.ID, ds) })
 		if err != nil {
+			return err
+		}
+		if err := tx.SetSnapshotDataBytes(s.ID, data); err != nil {
 			return err
 		}
 		out, err = m.volumeView(tx, v)
@@ -496,23 +499,24 @@ func (m *Manager) registerClone(ctx context.Context, im *Image, spec VolumeSpec,
 }
 
 // eachDeltas calls fn with the view's data chunks as the deltas of a first snapshot (holes need no
-// row), a segment of the map at a time.
-func (v *view) eachDeltas(ctx context.Context, fn func(ds []store.Delta) error) error {
+// row), a segment of the map at a time, and returns the bytes those chunks hold.
+func (v *view) eachDeltas(ctx context.Context, fn func(ds []store.Delta) error) (dataBytes int64, err error) {
 	var ds []store.Delta
 	for seg := int64(0); seg*v.m.segChunks < v.count; seg++ {
 		entries, err := v.segment(ctx, seg)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		ds = ds[:0]
 		for i, c := range entries {
 			if c.ID != 0 {
 				ds = append(ds, store.Delta{Idx: seg*v.m.segChunks + int64(i), Chunk: c.ID})
+				dataBytes += c.Size
 			}
 		}
 		if err := fn(ds); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return dataBytes, nil
 }

@@ -237,6 +237,18 @@ func (f *treeFixture) testSparse(t *testing.T) {
 		t.Errorf("lseek(SEEK_HOLE) at the end: %v, want ENXIO", err)
 	}
 
+	// The image's blocks are its data's, as a sparse file's: 1-3 MiB and 10-10.5 MiB.
+	var ist unix.Stat_t
+	if err := unix.Stat(img, &ist); err != nil {
+		t.Fatal(err)
+	}
+	if ist.Blocks*512 != 5*mib/2 {
+		t.Errorf("s1.img: %d blocks (%d bytes), want the %d bytes of its data", ist.Blocks, ist.Blocks*512, 5*mib/2)
+	}
+	if out, err := exec.Command("du", "-B1", img).Output(); err != nil || !strings.HasPrefix(string(out), strconv.Itoa(5*mib/2)+"\t") {
+		t.Errorf("du -B1 s1.img: %q, %v; want %d", out, err, 5*mib/2)
+	}
+
 	out := filepath.Join(t.TempDir(), "sparse.img")
 	if b, err := exec.Command("cp", "--sparse=always", img, out).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v\n%s", err, b)

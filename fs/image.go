@@ -66,6 +66,12 @@ func (n *imageNode) sameAs(other node) bool {
 
 func (n *imageNode) fill(_ context.Context, out *fuse.Attr) syscall.Errno {
 	n.fsys.setAttr(out, syscall.S_IFREG|0o444, n.snap.Size, n.snap.Created)
+	if n.snap.DataBytes >= 0 {
+		// Blocks of the data only, as a sparse file has: du shows the data, and cp, seeing fewer
+		// blocks than the size needs, copies the data it finds with SEEK_DATA instead of reading
+		// every hole (a clone of a 1 TiB disk holding 34 MiB read the whole terabyte).
+		out.Blocks = (uint64(n.snap.DataBytes) + 511) / 512
+	}
 	return 0
 }
 

@@ -1,10 +1,15 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/snapfs/snapfs/chain"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -90,5 +95,27 @@ func TestCopyOut(t *testing.T) {
 	buf := make([]byte, 8)
 	if n, errno := copyOut(buf, "abc"); n != 3 || errno != 0 || string(buf[:3]) != "abc" {
 		t.Errorf("copy: %d, %v, %q", n, errno, buf)
+	}
+}
+
+// TestImageBlocks: an image shows the blocks of its data, as a sparse file does, and all of its
+// size where its snapshot predates the recording of its data.
+func TestImageBlocks(t *testing.T) {
+	for _, c := range []struct {
+		data, want int64
+	}{
+		{0, 0},
+		{1, 1},
+		{5 << 20, 10240},
+		{-1, (1<<30 + 100 + 511) / 512}, // not recorded: the whole size
+	} {
+		n := &imageNode{fsys: &FS{}, snap: chain.Snapshot{Size: 1<<30 + 100, DataBytes: c.data}}
+		var out fuse.Attr
+		if errno := n.fill(context.Background(), &out); errno != 0 {
+			t.Fatal(errno)
+		}
+		if int64(out.Blocks) != c.want || out.Size != 1<<30+100 {
+			t.Errorf("data bytes %d: %d blocks, size %d; want %d blocks", c.data, out.Blocks, out.Size, c.want)
+		}
 	}
 }

@@ -69,7 +69,13 @@ type Snapshot struct {
 	Created int64
 	Status  string
 	Origin  int64 // snapshot a clone's base was made from, 0 otherwise
+	// DataBytes is how many bytes of the disk's chunks hold data (are not holes), or
+	// UnknownDataBytes for a snapshot made before they were recorded.
+	DataBytes int64
 }
+
+// UnknownDataBytes is the DataBytes of a snapshot whose data bytes were not recorded.
+const UnknownDataBytes = -1
 
 // Delta is one chunk index a snapshot records: Chunk 0 is a hole.
 type Delta struct {

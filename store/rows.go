@@ -1,6 +1,7 @@
 package store
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 
@@ -171,18 +172,27 @@ func (t *Tx) TakeSeq(chain int64) (int64, error) {
 
 // --- snapshots ---
 
-const snapshotCols = `id, chain_id, seq, name, volume, size, created, status, origin`
+const snapshotCols = `id, chain_id, seq, name, volume, size, created, status, origin, data_bytes`
 
 func scanSnapshot(sc scanner) (Snapshot, error) {
 	var s Snapshot
-	err := sc.Scan(&s.ID, &s.ChainID, &s.Seq, &s.Name, &s.Volume, &s.Size, &s.Created, &s.Status, &s.Origin)
+	var data sql.NullInt64
+	err := sc.Scan(&s.ID, &s.ChainID, &s.Seq, &s.Name, &s.Volume, &s.Size, &s.Created, &s.Status, &s.Origin, &data)
+	s.DataBytes = UnknownDataBytes
+	if data.Valid {
+		s.DataBytes = data.Int64
+	}
 	return s, err
 }
 
-// InsertSnapshot creates a snapshot row and returns its id.
+// InsertSnapshot creates a snapshot row and returns its id. A DataBytes below zero is not recorded.
 func (t *Tx) InsertSnapshot(s Snapshot) (int64, error) {
-	res, err := t.exec(`INSERT INTO snapshots(chain_id, seq, name, volume, size, created, status, origin)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, s.ChainID, s.Seq, s.Name, s.Volume, s.Size, s.Created, s.Status, s.Origin)
+	var data sql.NullInt64
+	if s.DataBytes >= 0 {
+		data = sql.NullInt64{Int64: s.DataBytes, Valid: true}
+	}
+	res, err := t.exec(`INSERT INTO snapshots(chain_id, seq, name, volume, size, created, status, origin, data_bytes)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, s.ChainID, s.Seq, s.Name, s.Volume, s.Size, s.Created, s.Status, s.Origin, data)
 	if err != nil {
 		return 0, uniqueErr(err, "snapshot "+s.Name)
 	}
@@ -192,6 +202,12 @@ func (t *Tx) InsertSnapshot(s Snapshot) (int64, error) {
 // SetSnapshotStatus changes a snapshot's status.
 func (t *Tx) SetSnapshotStatus(id int64, status string) error {
 	_, err := t.exec(`UPDATE snapshots SET status = ? WHERE id = ?`, status, id)
+	return err
+}
+
+// SetSnapshotDataBytes records how many bytes of a snapshot's disk hold data.
+func (t *Tx) SetSnapshotDataBytes(id, n int64) error {
+	_, err := t.exec(`UPDATE snapshots SET data_bytes = ? WHERE id = ?`, n, id)
 	return err
 }
 

@@ -76,6 +76,10 @@ CREATE TABLE deltas (
 	// Deleting a chunk row checks the foreign key of deltas.chunk_id: without an index each check
 	// scanned every delta, which made freeing a snapshot's chunks quadratic.
 	`CREATE INDEX deltas_chunk ON deltas(chunk_id);`,
+	// The bytes of a snapshot's disk that hold data (its chunks that are not holes): images report
+	// them as their blocks, as a sparse file does, so that du shows them and cp copies only them.
+	// NULL for snapshots made before they were recorded.
+	`ALTER TABLE snapshots ADD COLUMN data_bytes INTEGER;`,
 }
 
 // SchemaVersion is the schema version this build writes.
