@@ -281,8 +281,8 @@ const (
 	rewrite               // the view's bytes, decoded into out, must be written
 )
 
-// compare decides what a chunk of the target, holding cur (zeros when hole), needs to become c;
-// for a rewrite it decodes c into out.
+// compare decides what a chunk of the target, holding cur (or, when hole, zeros: cur is not read),
+// needs to become c; for a rewrite it decodes c into out.
 func (w *spanWriter) compare(ctx context.Context, c store.Chunk, cur []byte, hole bool, out []byte) (chunkChange, error) {
 	n := int64(len(cur))
 	if c.ID == 0 {
@@ -294,7 +294,7 @@ func (w *spanWriter) compare(ctx context.Context, c store.Chunk, cur []byte, hol
 	if hole {
 		// The target holds zeros there: no need to hash them, only to know the hash of zeros.
 		if w.zeroLen != n {
-			w.zeroLen, w.zeroHash = n, store.Sum(cur)
+			w.zeroLen, w.zeroHash = n, store.Sum(make([]byte, n))
 		}
 		if c.Size == n && c.Hash == w.zeroHash {
 			return unchanged, nil
@@ -313,11 +313,11 @@ func (w *spanWriter) compare(ctx context.Context, c store.Chunk, cur []byte, hol
 }
 
 // readTarget reads what the disk holds in [off, off+len(p)); where a sparse file holds no data
-// there at all it reads nothing, clears p, and says hole.
+// there at all it reads nothing, leaves p as it was, and says hole. (Clearing p instead made the
+// restore of a sparse 1 TiB disk clear a terabyte of memory: 49 CPU-s for 32 MiB of data.)
 func (w *spanWriter) readTarget(p []byte, off int64) (hole bool, err error) {
 	if !w.d.block {
 		if next, err := unix.Seek(int(w.d.f.Fd()), off, unix.SEEK_DATA); errors.Is(err, unix.ENXIO) || err == nil && next >= off+int64(len(p)) {
-			clear(p)
 			return true, nil
 		}
 	}

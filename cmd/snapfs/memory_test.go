@@ -22,9 +22,10 @@ import (
 const rssLimit = 256 << 20
 
 // TestMemoryOfATebibyteDisk snapshots a sparse 1 TiB disk (16 Mi chunks of 64 KiB: a structure of
-// even 16 bytes a chunk would pass the limit), once whole and once after changes, and clones its
-// image with cp through the mount: the snapshots and the daemon each stay under rssLimit, and the
-// clone is the disk, holes included.
+// even 16 bytes a chunk would pass the limit), once whole and once after changes, restores the
+// second to a new file, deletes the first and clones the second's image with cp through the mount:
+// each command and the daemon stay under rssLimit, and the restored file and the clone are the
+// disk, holes included.
 func TestMemoryOfATebibyteDisk(t *testing.T) {
 	needFUSE(t)
 	const size = 1 << 40
@@ -53,6 +54,10 @@ func TestMemoryOfATebibyteDisk(t *testing.T) {
 		writeRandom(t, disk, k*(size/32)+size/64, 256<<10)
 	}
 	e.checkRSS("incremental snapshot", "snapshot", "create", "big", "--name", "incr")
+	restored := e.path("restored.img")
+	e.checkRSS("restore to a new file", "restore", "big/incr", "--to", restored)
+	sameSparseFiles(t, restored, disk)
+	e.checkRSS("delete of the first snapshot", "snapshot", "delete", "big/full")
 
 	mnt := e.mount()
 	img := filepath.Join(mnt, "chains", "big", "incr.img")
