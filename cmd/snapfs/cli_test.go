@@ -67,16 +67,17 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("snapshot ls: %v", names)
 	}
 	checkJSONKeys(t, e.ok("snapshot", "ls", "v1", "--json"), "id", "chain", "name", "volume", "created", "size",
-		"unique_bytes", "status")
+		"unique_bytes", "data_bytes", "status")
 	base := okJSON[chain.Snapshot](e, "snapshot", "show", "v1/base", "--json")
 	if base.Chain != "v1" || base.Name != "base" || base.Volume != "v1" || base.Size != imageSize ||
-		base.Status != chain.StatusReady || base.ID == 0 || time.Since(base.Created) > time.Hour {
+		base.Status != chain.StatusReady || base.ID == 0 || time.Since(base.Created) > time.Hour ||
+		base.DataBytes != imageSize { // random bytes: every chunk holds data
 		t.Errorf("snapshot show v1/base: %+v", base)
 	}
 	if byID := okJSON[chain.Snapshot](e, "snapshot", "show", strconv.FormatInt(base.ID, 10), "--json"); byID.Ref() != "v1/base" {
 		t.Errorf("snapshot show %d: %+v", base.ID, byID)
 	}
-	if out := e.ok("snapshot", "show", "v1/base"); !strings.Contains(out, "v1/base") {
+	if out := e.ok("snapshot", "show", "v1/base"); !strings.Contains(out, "v1/base") || !strings.Contains(out, "Data:        4.0 MiB\n") {
 		t.Errorf("snapshot show:\n%s", out)
 	}
 

@@ -216,6 +216,7 @@ func snapshotShow(cCtx *cli.Context) error {
 	t.row("Size:", humanSize(s.Size))
 	t.row("Chunk size:", humanSize(s.ChunkSize))
 	t.row("Changed:", fmt.Sprintf("%d chunks (%s)", s.Chunks, humanSize(s.Chunks*s.ChunkSize)))
+	t.row("Data:", dataSize(s.DataBytes))
 	t.row("Unique:", humanSize(s.UniqueBytes))
 	t.row("Status:", s.Status)
 	t.row("Parent:", idOrDash(s.Parent))
@@ -223,6 +224,14 @@ func snapshotShow(cCtx *cli.Context) error {
 		t.row("Origin:", strconv.FormatInt(s.Origin, 10))
 	}
 	return t.flush()
+}
+
+// dataSize shows how much of a snapshot's disk holds data, or "-" where that was not recorded.
+func dataSize(n int64) string {
+	if n < 0 {
+		return "-"
+	}
+	return humanSize(n)
 }
 
 // idOrDash shows a snapshot id, or "-" for none.
