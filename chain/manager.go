@@ -91,8 +91,9 @@ type Manager struct {
 
 	// counts is what snapshot creations did with the chunks they found changed: compressed them
 	// into new records, found them in the store already, or read them again because the store let
-	// go of them before the batch committed. Tests read it.
-	counts struct{ encoded, reused, reread atomic.Int64 }
+	// go of them before the batch committed; and how many holes longer than a block they handed on
+	// whole. Tests read it.
+	counts struct{ encoded, reused, reread, holeSpans atomic.Int64 }
 	// beforeCommit, set by tests only, runs before each batch of a snapshot being created commits.
 	beforeCommit func()
 }

@@ -23,6 +23,10 @@ func TestHugeSparseDisk(t *testing.T) {
 	if s1.Chunks != 9 {
 		t.Fatalf("first snapshot of 9 data chunks: %d delta rows", s1.Chunks)
 	}
+	// The holes are handed on in spans, not 16,384 blocks of 1 MiB one by one.
+	if spans := u.m.counts.holeSpans.Load(); spans == 0 || spans > 16384/16 {
+		t.Errorf("first snapshot: %d hole spans", spans)
+	}
 	// The middle region is zeroed: three hole rows hide it; a new region appears.
 	u.write(path, regions[1], make([]byte, 3*testChunk))
 	delete(datas, regions[1])
