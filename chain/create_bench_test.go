@@ -222,18 +222,7 @@ func sparseTebibyte(b *testing.B) string {
 // and restore it to a new file: work in proportion to the data and the chunk map, not to the
 // terabyte of holes.
 func BenchmarkSparseSnapshot(b *testing.B) {
-	m := benchManager(b, sparseTebibyte(b), 0)
-	for b.Loop() {
-		s, err := m.CreateSnapshot(context.Background(), "d", CreateOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		if _, err := m.DeleteSnapshot(context.Background(), s.Ref()); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-	}
+	snapshotEach(b, benchManager(b, sparseTebibyte(b), 0), "d")
 }
 
 func BenchmarkSparseRestore(b *testing.B) {
