@@ -168,18 +168,7 @@ func makeImage(t *testing.T, path string, size int) []byte {
 // scribble overwrites n random bytes of the file at off and returns the file's new hash.
 func scribble(t *testing.T, path string, off int64, n int) string {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, n)
-	rand.Read(b)
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeRandom(t, path, off, n)
 	return fileHash(t, path)
 }
 
