@@ -2,6 +2,7 @@ package chain
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -212,4 +213,53 @@ func TestConcurrentChains(t *testing.T) {
 		t.Errorf("store holds %d chunks, the live snapshots %d", st.Chunks, distinctChunks(images...))
 	}
 	u.verify()
+}
+
+// TestDeleteBesideFirstSnapshotOfProcess deletes the newest snapshot of one chain while another
+// chain is snapshotted, in a manager just opened (as a daemon just started): the delete punches its
+// freed records after its commit, the snapshot makes the process's first append, and the punches
+// must not land on the new snapshot's committed records.
+func TestDeleteBesideFirstSnapshotOfProcess(t *testing.T) {
+	ctx := context.Background()
+	for round := range 3 {
+		u := newUnit(t, Options{})
+		pb := u.disk("b", 1<<20)
+		u.write(pb, 0, u.random(1<<20))
+		u.snap("b", "b1")
+		pa := u.disk("a", 100<<20) // many records to punch: the delete's punches take a while
+		u.write(pa, 0, u.random(100<<20))
+		u.snap("a", "a1")
+		u.m.Close()
+		m, err := Open(ctx, filepath.Join(u.dir, "store"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		u.m = m
+		u.write(pb, 0, u.random(1<<20))
+		want := u.read(pb)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := m.DeleteSnapshot(ctx, "a/a1"); err != nil {
+				t.Error(err)
+			}
+		}()
+		s, err := m.CreateSnapshot(ctx, "b", CreateOptions{Name: "b2"})
+		wg.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := m.OpenImage(ctx, s.Ref())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(want))
+		_, err = im.ReadAt(got, 0)
+		im.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("round %d: snapshot b/b2, committed, does not read back: %v", round, err)
+		}
+	}
 }

@@ -63,13 +63,18 @@ type packBackend struct {
 	w       *writeBehind
 	dirty   map[int64]bool
 	pending map[int64]int // records appended by transactions still open, per pack
+	// removing holds the packs removeIfEmpty is deleting; none of them is picked to append to.
+	removing map[int64]bool
+	// highID is the highest pack id this process has created or removed: a removed pack's id is
+	// never given out again by the same process, whose punches of it may still be pending.
+	highID int64
 
 	bufs sync.Pool
 }
 
 func newPackBackend(dir string, db *sql.DB, readOnly bool) *packBackend {
 	return &packBackend{dir: dir, db: db, readOnly: readOnly, files: map[int64]*os.File{}, dirty: map[int64]bool{},
-		pending: map[int64]int{}, w: newWriteBehind()}
+		pending: map[int64]int{}, removing: map[int64]bool{}, w: newWriteBehind()}
 }
 
 func (b *packBackend) path(id int64) string {
@@ -225,23 +230,15 @@ func (b *packBackend) Settle(extents []Extent) {
 }
 
 // rollLocked picks the pack to append to: on the first append of this process the newest pack if it
-// has room (cut back to its last committed record, dropping what an interrupted writer left after it),
-// otherwise a new one.
+// has room, otherwise a new one. Appends go on from the pack file's end, never from below it, even
+// where what lies there is no committed record: a delete in this process may have committed the
+// release of records at the pack's tail and not punched them yet, and its punch must not hit a
+// record appended since. What an interrupted writer left past the last committed record is punched
+// (returned to the filesystem) instead of cut off.
 func (b *packBackend) rollLocked(ctx context.Context) error {
 	if b.cur == 0 {
-		var id, end int64
-		err := b.db.QueryRowContext(ctx, `
-			SELECT p.id, COALESCE((SELECT MAX(offset + stored_size) FROM chunks WHERE pack_id = p.id), 0)
-			FROM packs p ORDER BY p.id DESC LIMIT 1`).Scan(&id, &end)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("find newest pack: %w", err)
-		}
-		if err == nil && end < PackRollSize {
-			f, err := b.fileLocked(id)
-			if err == nil && f.Truncate(end) == nil {
-				b.setCurrentLocked(id, f, end)
-				return nil
-			}
+		if ok, err := b.reuseNewestLocked(ctx); err != nil || ok {
+			return err
 		}
 	}
 	if err := os.MkdirAll(filepath.Join(b.dir, "packs"), 0o700); err != nil {
@@ -259,13 +256,45 @@ func (b *packBackend) rollLocked(ctx context.Context) error {
 		f.Close()
 		return err
 	}
+	b.highID = max(b.highID, id)
 	b.setCurrentLocked(id, f, 0)
 	return nil
 }
 
-// newPackID picks an id above every pack the metadata or the directory knows. The pack's row is
-// written by the transaction that commits its first chunk, so a pack whose records never commit
-// leaves only a file, which gc removes.
+// reuseNewestLocked makes the newest pack the current one if it has room, and reports whether it did.
+func (b *packBackend) reuseNewestLocked(ctx context.Context) (bool, error) {
+	var id, committed int64
+	err := b.db.QueryRowContext(ctx, `
+		SELECT p.id, COALESCE((SELECT MAX(offset + stored_size) FROM chunks WHERE pack_id = p.id), 0)
+		FROM packs p ORDER BY p.id DESC LIMIT 1`).Scan(&id, &committed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("find newest pack: %w", err)
+	}
+	if b.removing[id] {
+		return false, nil
+	}
+	f, err := b.fileLocked(id)
+	if err != nil {
+		return false, nil // a pack that cannot be opened is not appended to; a new one is started
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Size() >= PackRollSize {
+		return false, nil
+	}
+	if fi.Size() > committed {
+		// Best effort, as gc's punching of the same bytes would be: nothing references them.
+		b.punchLocked(f, Extent{Pack: id, Offset: committed, Len: fi.Size() - committed})
+	}
+	b.setCurrentLocked(id, f, fi.Size())
+	return true, nil
+}
+
+// newPackID picks an id above every pack the metadata or the directory knows, and above every pack
+// this process has created or removed. The pack's row is written by the transaction that commits
+// its first chunk, so a pack whose records never commit leaves only a file, which gc removes.
 func (b *packBackend) newPackID(ctx context.Context) (int64, error) {
 	var id int64
 	if err := b.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM packs`).Scan(&id); err != nil {
@@ -277,7 +306,7 @@ func (b *packBackend) newPackID(ctx context.Context) (int64, error) {
 			id = max(id, n)
 		}
 	}
-	return max(id, b.cur) + 1, nil
+	return max(id, b.cur, b.highID) + 1, nil
 }
 
 func (b *packBackend) Sync() error {
@@ -327,7 +356,12 @@ func (b *packBackend) punch(e Extent) error {
 	if err != nil {
 		return fmt.Errorf("open pack %d: %w", e.Pack, err)
 	}
-	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, e.Offset, e.Len)
+	return b.punchLocked(f, e)
+}
+
+// punchLocked punches e in f, pack e.Pack's open file; the caller need not hold b.mu.
+func (b *packBackend) punchLocked(f *os.File, e Extent) error {
+	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, e.Offset, e.Len)
 	if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
 		return fmt.Errorf("punch pack %d at %d: %w", e.Pack, e.Offset, err)
 	}
@@ -335,23 +369,39 @@ func (b *packBackend) punch(e Extent) error {
 }
 
 // removeIfEmpty deletes a pack that holds no committed chunk, row and file, unless it is being
-// appended to.
+// appended to. It holds b.mu only around its checks, not while it waits for the metadata's write
+// lock: a transaction holding that lock may be waiting for b.mu to append.
 func (b *packBackend) removeIfEmpty(ctx context.Context, id int64) error {
 	b.mu.Lock()
+	if id == b.cur || b.pending[id] > 0 || b.removing[id] {
+		b.mu.Unlock()
+		return nil
+	}
+	b.removing[id] = true
+	b.mu.Unlock()
+
+	// Only appending to the pack could add a chunk to it, and it is not picked while removing.
+	res, err := b.db.ExecContext(ctx, `
+		DELETE FROM packs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack_id = ?)`, id, id)
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
+	}
+
+	b.mu.Lock()
 	defer b.mu.Unlock()
-	if id == b.cur || b.pending[id] > 0 {
-		return nil
-	}
-	var used bool
-	if err := b.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM chunks WHERE pack_id = ?)`, id).Scan(&used); err != nil {
-		return fmt.Errorf("check pack %d: %w", id, err)
-	}
-	if used {
-		return nil
-	}
-	if _, err := b.db.ExecContext(ctx, `DELETE FROM packs WHERE id = ?`, id); err != nil {
+	delete(b.removing, id)
+	if err != nil {
 		return fmt.Errorf("forget empty pack %d: %w", id, err)
 	}
+	if n == 0 {
+		var known bool
+		if err := b.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM packs WHERE id = ?)`, id).Scan(&known); err != nil || known {
+			return err // in use, or unknown: its row stays, and so does its file
+		}
+		// No row: a pack file whose records never committed, which nothing reads.
+	}
+	b.highID = max(b.highID, id)
 	if f, ok := b.files[id]; ok {
 		f.Close()
 		delete(b.files, id)
