@@ -8,10 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapfs/snapfs/store"
 )
 
 // requireRoot skips a test that needs root, loop devices or mounts; under CI=true it fails instead,
@@ -184,5 +187,125 @@ func TestFreezeRefusals(t *testing.T) {
 	}
 	if ss, _ := e.m.Snapshots(ctx, "v"); len(ss) != 0 {
 		t.Fatalf("%d snapshots after refusals", len(ss))
+	}
+}
+
+// fillUp writes path until the filesystem under it has no block left.
+func fillUp(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for _, n := range []int{1 << 20, 4096} {
+		for {
+			if _, err := f.Write(buf[:n]); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// TestDeleteOnFullStore: deleting snapshots is how a full store gets room back, so a delete works
+// on a filesystem with no block free, and a delete that still finds no room (the reserve spent) leaves
+// the snapshot hidden and whole, the store opening, and a later delete finishing it.
+func TestDeleteOnFullStore(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	u := newUnit(t, Options{})
+	storeDir := filepath.Join(u.dir, "full")
+	os.Mkdir(storeDir, 0o700)
+	if err := unix.Mount("tmpfs", storeDir, "tmpfs", 0, "size=96m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(storeDir, unix.MNT_DETACH) })
+	u.m.Close()
+	reopen := func() {
+		t.Helper()
+		u.m.Close()
+		m, err := Open(ctx, filepath.Join(storeDir, "store"), Options{})
+		if err != nil {
+			t.Fatalf("open the full store as a writer: %v", err)
+		}
+		t.Cleanup(func() { m.Close() })
+		u.m = m
+	}
+	reopen()
+	disk := u.disk("v", 12<<20)
+	want := map[string][]byte{}
+	for _, name := range []string{"s1", "s2", "s3", "s4"} {
+		u.write(disk, 0, u.random(12<<20))
+		u.snap("v", name)
+		want[name] = u.read(disk)
+	}
+	check := func(names ...string) {
+		t.Helper()
+		ss, err := u.m.SnapshotNames(ctx, "v")
+		var got []string
+		for _, s := range ss {
+			got = append(got, s.Name)
+		}
+		if err != nil || !slices.Equal(got, names) {
+			t.Fatalf("snapshots %v (%v), want %v", got, err, names)
+		}
+		for _, name := range names {
+			if !bytes.Equal(readImage(t, u.m, "v/"+name), want[name]) {
+				t.Fatalf("snapshot %s changed", name)
+			}
+		}
+	}
+	free := func() int64 {
+		var fs unix.Statfs_t
+		unix.Statfs(storeDir, &fs)
+		return int64(fs.Bavail) * fs.Bsize
+	}
+
+	filler := filepath.Join(storeDir, "filler")
+	fillUp(t, filler)
+	st, err := u.m.DeleteSnapshot(ctx, "v/s2")
+	if err != nil {
+		t.Fatalf("delete on a full store: %v", err)
+	}
+	if st.FreedBytes < 10<<20 || free() < 10<<20 {
+		t.Fatalf("delete freed %d bytes, %d free now; want the snapshot's 12 MiB", st.FreedBytes, free())
+	}
+	check("s1", "s3", "s4")
+
+	// An interrupted delete (as a crash leaves it), and no room at all: no reserve left either.
+	if err := u.m.st.Update(ctx, func(tx *store.Tx) error {
+		c, err := tx.ChainByName("v")
+		if err != nil {
+			return err
+		}
+		s, err := tx.SnapshotByName(c.ID, "s3")
+		if err != nil {
+			return err
+		}
+		return tx.SetSnapshotStatus(s.ID, StatusDeleting)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	u.m.st.ReleaseReserve()
+	fillUp(t, filler)
+	reopen() // its recovery of the delete finds no room
+	check("s1", "s4")
+	if _, err := u.m.DeleteSnapshot(ctx, "v/s3"); err == nil || !store.IsFull(err) {
+		t.Fatalf("delete with no room at all: %v, want a no-space error", err)
+	}
+	check("s1", "s4")
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.m.DeleteSnapshot(ctx, "v/s3"); err != nil {
+		t.Fatalf("delete again once there is room: %v", err)
+	}
+	check("s1", "s4")
+	if _, err := u.m.DeleteSnapshot(ctx, "v/s3"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete of a deleted snapshot: %v, want not found", err)
+	}
+	if rep, err := u.m.Verify(ctx, nil, nil); err != nil || len(rep.Faults) > 0 {
+		t.Fatalf("verify: %v %+v", err, rep.Faults)
 	}
 }

@@ -802,11 +802,7 @@ func (m *Manager) discardAbandoned(ctx context.Context) error {
 // it was the first snapshot of. On a full filesystem it gives up the store's reserve to
 // make room for the transaction that frees the space.
 func (m *Manager) discardSnapshot(ctx context.Context, id int64) error {
-	err := m.discardOnce(ctx, id)
-	if err != nil && store.IsFull(err) && m.st.ReleaseReserve() {
-		err = m.discardOnce(ctx, id)
-	}
-	return err
+	return m.withRoom(func() error { return m.discardOnce(ctx, id) })
 }
 
 func (m *Manager) discardOnce(ctx context.Context, id int64) error {

@@ -19,7 +19,9 @@ type DeleteStats struct {
 
 // DeleteSnapshot deletes the snapshot ref names, wherever it stands in its chain. Chunks a later
 // snapshot still needs pass on to it; chunks only this snapshot references are freed. The disk is
-// not touched.
+// not touched. A snapshot whose delete failed part way (on a full filesystem, say) is hidden already;
+// deleting it again finishes the delete. On a full filesystem the store's reserve is given up to
+// make room: deleting is how a full store gets space back.
 func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, error) {
 	var s store.Snapshot
 	var c store.Chain
@@ -27,20 +29,29 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, 
 		s, c, err = resolve(tx, ref)
 		return err
 	})
-	if err != nil {
+	resume := err != nil && s.ID != 0 && s.Status == StatusDeleting
+	if err != nil && !resume {
 		return DeleteStats{}, err
 	}
 	defer m.lockChain(c.ID)()
 	m.openMu.Lock()
-	err = m.st.Update(ctx, func(tx *store.Tx) error {
-		cur, err := tx.SnapshotByID(s.ID)
-		if err != nil {
-			return lookupErr("snapshot "+ref, err)
-		}
-		if cur.Status != StatusReady {
-			return fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
-		}
-		return tx.SetSnapshotStatus(s.ID, StatusDeleting)
+	err = m.withRoom(func() error {
+		return m.st.Update(ctx, func(tx *store.Tx) error {
+			cur, err := tx.SnapshotByID(s.ID)
+			if err != nil {
+				return lookupErr("snapshot "+ref, err)
+			}
+			switch {
+			case cur.Status == StatusReady:
+				return tx.SetSnapshotStatus(s.ID, StatusDeleting)
+			case cur.Status == StatusDeleting && resume && !m.pinned(s.ID):
+				// A delete cut short. One deferred until an image closes did not fail: to
+				// its caller the snapshot is gone.
+				return nil
+			default:
+				return fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
+			}
+		})
 	})
 	deferred := err == nil && m.pinned(s.ID)
 	m.openMu.Unlock()
@@ -53,6 +64,17 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, 
 	return m.finishDelete(ctx, s.ID)
 }
 
+// withRoom runs fn, a transaction that deletes or undoes, once more after giving up the store's
+// reserve if the filesystem was full: even a delete needs a little room (SQLite journals it before
+// anything is freed).
+func (m *Manager) withRoom(fn func() error) error {
+	err := fn()
+	if err != nil && store.IsFull(err) && m.st.ReleaseReserve() {
+		err = fn()
+	}
+	return err
+}
+
 // finishDelete merges a snapshot marked deleting into its successor and frees what only it used:
 //  1. its deltas that the next snapshot overrides (or that lie past the next snapshot's size) are
 //     dropped with their references;
@@ -61,7 +83,16 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, 
 //  4. chunks left without references are deleted and their space returned after the commit.
 func (m *Manager) finishDelete(ctx context.Context, id int64) (DeleteStats, error) {
 	var st DeleteStats
-	err := m.st.Update(ctx, func(tx *store.Tx) error {
+	err := m.withRoom(func() error { return m.mergeAway(ctx, id, &st) })
+	if err != nil {
+		return DeleteStats{}, fmt.Errorf("delete snapshot %d: %w", id, err)
+	}
+	return st, nil
+}
+
+// mergeAway is finishDelete's transaction.
+func (m *Manager) mergeAway(ctx context.Context, id int64, st *DeleteStats) error {
+	return m.st.Update(ctx, func(tx *store.Tx) error {
 		s, err := tx.SnapshotByID(id)
 		if err != nil {
 			return err
@@ -97,10 +128,6 @@ func (m *Manager) finishDelete(ctx context.Context, id int64) (DeleteStats, erro
 		st.FreedChunks, st.FreedBytes, err = tx.ReleaseUnreferenced()
 		return err
 	})
-	if err != nil {
-		return DeleteStats{}, fmt.Errorf("delete snapshot %d: %w", id, err)
-	}
-	return st, nil
 }
 
 // dropEmptyChain removes a chain that has no snapshot left. Only chains whose volume was forgotten are

@@ -165,6 +165,12 @@ func (m *Manager) recover(ctx context.Context) error {
 	}
 	for _, s := range deleting {
 		if _, err := m.finishDelete(ctx, s.ID); err != nil {
+			if store.IsFull(err) {
+				// The snapshot stays hidden and whole: deleting it again, or the next open,
+				// finishes the delete once there is room. Refusing to open would leave no way
+				// to free space through snapfs.
+				continue
+			}
 			return err
 		}
 	}

@@ -52,8 +52,9 @@ func (s *Store) ReleaseReserve() bool {
 // IsFull reports whether err comes from a full filesystem, in a pack write or in SQLite.
 func IsFull(err error) bool {
 	var se sqlite3.Error
-	if errors.As(err, &se) && se.Code == sqlite3.ErrFull {
-		return true
+	if errors.As(err, &se) && (se.Code == sqlite3.ErrFull ||
+		se.SystemErrno == unix.ENOSPC || se.SystemErrno == unix.EDQUOT) {
+		return true // ErrFull, or an I/O error ("disk I/O error") for want of room
 	}
 	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }

@@ -65,12 +65,33 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
-	if err := s.openDB(ctx, opts); err != nil {
+	err := s.openDB(ctx, opts)
+	if err != nil && !opts.ReadOnly && IsFull(err) && s.ReleaseReserve() {
+		// SQLite needs room for its WAL index even to open; the reserve is there for this: the
+		// writer that opens a full store is most likely there to delete from it.
+		s.closeDBs()
+		err = s.openDB(ctx, opts)
+	}
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	s.chunks = newPackBackend(s.dir, s.db, s.readOnly)
 	return s, nil
+}
+
+// closeDBs closes both connection pools.
+func (s *Store) closeDBs() error {
+	var err error
+	for _, db := range []*sql.DB{s.rdb, s.db} {
+		if db != nil {
+			if e := db.Close(); err == nil {
+				err = e
+			}
+		}
+	}
+	s.rdb, s.db = nil, nil
+	return err
 }
 
 func (s *Store) takeLock() error {
@@ -167,12 +188,8 @@ func (s *Store) Close() error {
 		s.heldStmt.Close()
 	}
 	s.heldMu.Unlock()
-	for _, db := range []*sql.DB{s.rdb, s.db} {
-		if db != nil {
-			if e := db.Close(); err == nil {
-				err = e
-			}
-		}
+	if e := s.closeDBs(); err == nil {
+		err = e
 	}
 	if s.lock != nil {
 		s.lock.Close() // closing the descriptor releases the flock

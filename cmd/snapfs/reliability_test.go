@@ -317,6 +317,47 @@ func TestStoreFullCLI(t *testing.T) {
 	if got, _ := os.ReadFile(e.path("fits.img")); !bytes.Equal(got, fits) {
 		t.Error("the snapshot after the failure reads wrong")
 	}
+	// With not one block free, deleting a snapshot still works: it is how the store gets room back.
+	fillFilesystem(t, filepath.Join(e.store, "filler"))
+	availBefore := availableBytes(t, e.store)
+	e.ok("snapshot", "delete", "v/first")
+	if avail := availableBytes(t, e.store); avail < availBefore+2<<20 {
+		t.Errorf("delete on a full store: %d bytes free after, %d before; want the snapshot's 4 MiB back", avail, availBefore)
+	}
+	e.ok("verify")
+	os.Remove(e.path("fits.img"))
+	e.ok("restore", "v/fits", "--to", e.path("fits.img"))
+	if got, _ := os.ReadFile(e.path("fits.img")); !bytes.Equal(got, fits) {
+		t.Error("the remaining snapshot reads wrong after a delete on a full store")
+	}
+}
+
+// fillFilesystem writes path until the filesystem under it has no block left.
+func fillFilesystem(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for _, n := range []int{1 << 20, 4096} {
+		for {
+			if _, err := f.Write(buf[:n]); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// availableBytes is what the filesystem under dir has free for unprivileged writers.
+func availableBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	return int64(fs.Bavail) * fs.Bsize
 }
 
 // hostileNames are names with path tricks; no command, REF or ctl write may accept one.
