@@ -332,21 +332,14 @@ func TestStoreFullCLI(t *testing.T) {
 	}
 }
 
-// fillFilesystem writes path until the filesystem under it has no block left.
+// fillFilesystem fills the filesystem under path to its last block with dd, which stops at ENOSPC:
+// by megabytes, then by blocks.
 func fillFilesystem(t *testing.T, path string) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	for _, n := range []int{1 << 20, 4096} {
-		for {
-			if _, err := f.Write(buf[:n]); err != nil {
-				break
-			}
-		}
+	exec.Command("dd", "if=/dev/zero", "of="+path, "bs=1M", "status=none").Run()
+	exec.Command("dd", "if=/dev/zero", "of="+path, "bs=4k", "oflag=append", "conv=notrunc", "status=none").Run()
+	if availableBytes(t, filepath.Dir(path)) >= 4096 {
+		t.Fatalf("%s: room left after filling it", filepath.Dir(path))
 	}
 }
 
