@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -307,5 +308,87 @@ func TestDeleteOnFullStore(t *testing.T) {
 	}
 	if rep, err := u.m.Verify(ctx, nil, nil); err != nil || len(rep.Faults) > 0 {
 		t.Fatalf("verify: %v %+v", err, rep.Faults)
+	}
+}
+
+// writeMBR gives the disk image at path a DOS partition table with one Linux partition from 1 MiB
+// to the end.
+func writeMBR(t *testing.T, path string, size int64) {
+	t.Helper()
+	mbr := make([]byte, 512)
+	e := mbr[446:462]
+	e[4] = 0x83 // Linux
+	binary.LittleEndian.PutUint32(e[8:], 2048)
+	binary.LittleEndian.PutUint32(e[12:], uint32(size/512-2048))
+	mbr[510], mbr[511] = 0x55, 0xaa
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(mbr, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestoreRefusesBusyDevice: a restore never writes under a mounted filesystem or another
+// exclusive user of the device: not when a partition of the disk is mounted (which the mount table
+// shows only for the partition), nor when something else holds the device exclusively; it writes
+// once the device is free.
+func TestRestoreRefusesBusyDevice(t *testing.T) {
+	requireRoot(t, "losetup", "mkfs.ext4", "mount", "partx")
+	ctx := context.Background()
+	const size = 64 << 20
+	e := newEnv(t, size)
+	writeMBR(t, e.disk, size)
+	loop := sh(t, "losetup", "-f", "--show", "-P", e.disk)
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	part := loop + "p1"
+	if _, err := os.Stat(part); err != nil {
+		exec.Command("partx", "-a", loop).Run()
+	}
+	sh(t, "mkfs.ext4", "-q", "-F", part)
+	if _, err := e.m.AddVolume(ctx, VolumeSpec{Name: "dev", Source: loop}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.m.CreateSnapshot(ctx, "dev", CreateOptions{Name: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(e.dir, "mnt")
+	os.Mkdir(mnt, 0o700)
+	sh(t, "mount", part, mnt)
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("after the snapshot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "sync")
+
+	st, err := e.m.Restore(ctx, s.Ref(), RestoreOptions{})
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), part) {
+		t.Fatalf("restore under a mounted partition: %v, want in use naming %s", err, part)
+	}
+	if st.ChunksWritten != 0 {
+		t.Fatalf("refused restore wrote %d chunks", st.ChunksWritten)
+	}
+	sh(t, "umount", mnt)
+
+	// Something the mount table does not show: another exclusive opener.
+	holder, err := os.OpenFile(loop, os.O_RDONLY|unix.O_EXCL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.m.Restore(ctx, s.Ref(), RestoreOptions{})
+	holder.Close()
+	if !errors.Is(err, ErrInUse) {
+		t.Fatalf("restore of an exclusively held device: %v, want in use", err)
+	}
+
+	if _, err := e.m.Restore(ctx, s.Ref(), RestoreOptions{}); err != nil {
+		t.Fatalf("restore of the free device: %v", err)
+	}
+	sh(t, "mount", part, mnt)
+	if _, err := os.Stat(filepath.Join(mnt, "f")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("file written after the snapshot survived its restore: %v", err)
 	}
 }

@@ -104,6 +104,14 @@ func openTarget(path string, size int64, force bool) (*disk, error) {
 		d.Close()
 		return nil, fmt.Errorf("target %s is %s: %w (use --force to write anyway)", d.path, why, ErrInUse)
 	}
+	if d.block && !force {
+		// What the mount table and holders do not show, and what may start using the device while
+		// the restore runs.
+		if err := d.claim(); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("%w (use --force to write anyway)", err)
+		}
+	}
 	if !d.block && d.size > size {
 		if err := d.f.Truncate(size); err != nil {
 			d.Close()

@@ -21,6 +21,7 @@ type disk struct {
 	flag  int // os.O_RDONLY or os.O_RDWR
 
 	direct      *os.File    // the disk opened for O_DIRECT too (see useDirect); or nil
+	claimed     *os.File    // a block device opened exclusively (see claim); or nil
 	noDirect    atomic.Bool // the filesystem refused direct I/O: go through f
 	noCachestat atomic.Bool // the kernel has no cachestat: take nothing for cached
 }
@@ -108,7 +109,26 @@ func (d *disk) Close() error {
 	if d.direct != nil {
 		d.direct.Close()
 	}
+	if d.claimed != nil {
+		d.claimed.Close()
+	}
 	return d.f.Close()
+}
+
+// claim opens the block device d exclusively until d is closed. The kernel refuses that while the
+// device or any partition of it is mounted, or is part of an LVM or RAID volume, or swap; and,
+// once granted, it refuses to mount the device or its partitions until d is closed. It returns
+// ErrInUse when the device is busy.
+func (d *disk) claim() error {
+	f, err := os.OpenFile(d.path, os.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("target %s is in use (mounted, a partition of it mounted, or held by the kernel): %w", d.path, ErrInUse)
+	}
+	if err != nil {
+		return fmt.Errorf("open %s exclusively: %w", d.path, unwrapPath(err))
+	}
+	d.claimed = f
+	return nil
 }
 
 // useDirect makes readAt and writeAt bypass the page cache where the filesystem allows it, except
@@ -206,6 +226,9 @@ func inUse(d *disk) string {
 		if mp := mountedDevice(d.st.Rdev); mp != "" {
 			return "mounted at " + mp
 		}
+		if part, mp := mountedPartition(d.st.Rdev); mp != "" {
+			return "partitioned, " + part + " mounted at " + mp
+		}
 		maj, min := unix.Major(d.st.Rdev), unix.Minor(d.st.Rdev)
 		if holders, _ := os.ReadDir(fmt.Sprintf("/sys/dev/block/%d:%d/holders", maj, min)); len(holders) > 0 {
 			return "held by " + holders[0].Name()
@@ -228,6 +251,29 @@ func mountedDevice(rdev uint64) string {
 		}
 	}
 	return ""
+}
+
+// mountedPartition returns a partition of the block device rdev that is mounted, and where, or "".
+func mountedPartition(rdev uint64) (part, mountpoint string) {
+	dir := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev))
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), "partition")); err != nil {
+			continue
+		}
+		dev, err := os.ReadFile(filepath.Join(dir, e.Name(), "dev"))
+		if err != nil {
+			continue
+		}
+		var maj, min uint32
+		if _, err := fmt.Sscanf(string(dev), "%d:%d", &maj, &min); err != nil {
+			continue
+		}
+		if mp := mountedDevice(unix.Mkdev(maj, min)); mp != "" {
+			return "/dev/" + e.Name(), mp
+		}
+	}
+	return "", ""
 }
 
 // loopBacking returns the loop device whose backing file is the inode (dev, ino), or "".
