@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -260,6 +261,48 @@ func TestDeleteBesideFirstSnapshotOfProcess(t *testing.T) {
 		im.Close()
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("round %d: snapshot b/b2, committed, does not read back: %v", round, err)
+		}
+	}
+}
+
+// TestCancelReportsWhatHappened cancels snapshot creations and deletes at staggered instants,
+// including after their commit: an operation that reports an error left nothing behind (no new
+// snapshot; the snapshot to delete still listed), one that reports success did all of it.
+func TestCancelReportsWhatHappened(t *testing.T) {
+	u := newUnit(t, Options{})
+	path := u.disk("v", 1<<20)
+	u.write(path, 0, u.random(1<<20))
+	u.snap("v", "base")
+	tries := 240
+	if testing.Short() || raceEnabled {
+		tries = 80
+	}
+	for i := range tries {
+		delay := time.Duration(i%80) * 50 * time.Microsecond
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { time.Sleep(delay); cancel() }()
+		name := fmt.Sprintf("s%d", i)
+		_, err := u.m.CreateSnapshot(ctx, "v", CreateOptions{Name: name})
+		cancel()
+		listed := slices.Contains(u.names("v"), name)
+		if err == nil && !listed || err != nil && listed {
+			t.Fatalf("create %s cancelled after %v: error %v, listed %v", name, delay, err, listed)
+		}
+		if !listed {
+			continue
+		}
+		ctx, cancel = context.WithCancel(context.Background())
+		go func() { time.Sleep(delay); cancel() }()
+		_, err = u.m.DeleteSnapshot(ctx, "v/"+name)
+		cancel()
+		listed = slices.Contains(u.names("v"), name)
+		if err == nil && listed || err != nil && !listed {
+			t.Fatalf("delete %s cancelled after %v: error %v, still listed %v", name, delay, err, listed)
+		}
+		if listed {
+			if _, err := u.m.DeleteSnapshot(context.Background(), "v/"+name); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }

@@ -94,7 +94,8 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 		}
 		return Snapshot{}, fmt.Errorf("snapshot %s/%s: %w", c.Name, job.snap.Name, err)
 	}
-	return m.Snapshot(ctx, fmt.Sprint(job.snap.ID))
+	// Committed: a cancel from now on must not make the caller think it failed.
+	return m.Snapshot(context.WithoutCancel(ctx), fmt.Sprint(job.snap.ID))
 }
 
 // chainFor returns the volume's chain, starting it (named after the volume) if the volume has none.

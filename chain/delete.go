@@ -61,7 +61,9 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, 
 	if deferred {
 		return DeleteStats{Deferred: true}, nil
 	}
-	return m.finishDelete(ctx, s.ID)
+	// Hidden now: a cancel from here on would leave it hidden and its space held, and tell the
+	// caller the delete failed. The merge is short (its own changes), so it runs to its end.
+	return m.finishDelete(context.WithoutCancel(ctx), s.ID)
 }
 
 // withRoom runs fn, a transaction that deletes or undoes, once more after giving up the store's

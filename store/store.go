@@ -232,8 +232,9 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		return fmt.Errorf("commit: %w", sayFull(err))
 	}
 	// Punching only after the commit: a crash before it leaves the records referenced and intact.
+	// Committed, the transaction has succeeded: a cancel does not stop the space's return.
 	if len(tx.freed) > 0 {
-		if err := s.chunks.Free(ctx, tx.freed); err != nil {
+		if err := s.chunks.Free(context.WithoutCancel(ctx), tx.freed); err != nil {
 			return fmt.Errorf("return freed space: %w", err)
 		}
 	}
