@@ -166,7 +166,9 @@ func serveMount(ctx context.Context, o mountOpts) error {
 		return err
 	}
 	logger.Printf("serving %s at %s (pid %d)", o.store, o.dir, os.Getpid())
-	waitUnmount(d.srv, sigs, logger)
+	if sig := waitUnmount(d.srv, sigs, logger); sig == nil {
+		d.finish(sigs, logger)
+	}
 	os.Remove(pidPath)
 	if err := d.close(); err != nil {
 		return err
@@ -182,6 +184,34 @@ type served struct {
 	fsys *snapfs.FS
 	m    *chain.Manager
 	rpc  *rpcServer
+}
+
+// finishNotice is how long finish waits before it logs that it is waiting.
+const finishNotice = time.Second
+
+// finish lets the ops and the ctl snapshots still running end, taking no new ops: being unmounted
+// (by `snapfs umount` or umount(8)) is no reason to leave a restore half-written or to roll back a
+// snapshot almost made. A signal meanwhile ends the wait, and close then cancels them.
+func (d *served) finish(sigs <-chan os.Signal, logger *log.Logger) {
+	d.rpc.stopAccepting()
+	done := make(chan struct{})
+	go func() {
+		d.rpc.wg.Wait()
+		d.fsys.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(finishNotice):
+		logger.Printf("unmounted; finishing the operations in progress (a signal cancels them)")
+	}
+	select {
+	case <-done:
+		logger.Printf("operations in progress finished")
+	case s := <-sigs:
+		logger.Printf("%v: cancelling the operations in progress", s)
+	}
 }
 
 // close stops taking ops (cancelling those running), then closes the file system and the store. The
@@ -255,14 +285,14 @@ type mountServer interface {
 	Dir() string
 }
 
-// waitUnmount returns once the mount is gone: unmounted from outside, or by a signal on sigs here.
-func waitUnmount(srv mountServer, sigs <-chan os.Signal, logger *log.Logger) {
+// waitUnmount returns once the mount is gone: unmounted from outside (it returns nil), or by a
+// signal on sigs here (it returns the first).
+func waitUnmount(srv mountServer, sigs <-chan os.Signal, logger *log.Logger) (signalled os.Signal) {
 	done := make(chan struct{})
 	go func() {
 		srv.Wait()
 		close(done)
 	}()
-	var signalled os.Signal
 	var retry <-chan time.Time // set while an unmount that failed is to be tried again
 	tries := 0
 	unmount := func() {

@@ -168,7 +168,10 @@ type rpcServer struct {
 
 	ctx    context.Context // parent of every op; cancelled by Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the accept loop and every op running
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // listenRPC listens on the socket of the store in storeDir, whose writer m is. A socket file already
@@ -235,9 +238,15 @@ func (s *rpcServer) serve(tree treeNotifier) {
 	go s.acceptLoop()
 }
 
+// stopAccepting closes the socket to new ops; those running go on.
+func (s *rpcServer) stopAccepting() error {
+	s.stopOnce.Do(func() { s.stopErr = s.ln.Close() })
+	return s.stopErr
+}
+
 // Close stops accepting, cancels the ops still running, waits for them and removes the socket.
 func (s *rpcServer) Close() error {
-	err := s.ln.Close()
+	err := s.stopAccepting()
 	s.cancel()
 	s.wg.Wait()
 	if rerr := os.Remove(s.path); rerr != nil && !errors.Is(rerr, iofs.ErrNotExist) && err == nil {

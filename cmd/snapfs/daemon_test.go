@@ -461,3 +461,47 @@ func readPID(t *testing.T, store string) int {
 	}
 	return pid
 }
+
+// TestUnmountFinishesOperations: `snapfs umount` while the daemon restores a snapshot for a command
+// and takes a snapshot started through a ctl file. Being unmounted is no reason to abandon either:
+// both finish, the restore's command succeeds, and umount returns once the daemon has exited.
+func TestUnmountFinishesOperations(t *testing.T) {
+	needFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	img := e.path("big.img")
+	makeImage(t, img, 512<<20)
+	e.ok("volume", "add", "big", "--source", img)
+	e.ok("snapshot", "create", "big", "--name", "s1")
+	want := fileHash(t, img)
+	other := e.path("other.img")
+	makeImage(t, other, 256<<20)
+	e.ok("volume", "add", "other", "--source", other)
+	mnt := e.mount()
+
+	restored := e.path("restored.img")
+	cmd, _, stderr := e.startBin("restore", "big/s1", "--to", restored)
+	waitLog(t, e, "rpc: uid 0: restore started", cmd)
+	if err := os.WriteFile(filepath.Join(mnt, "volumes", "other", "ctl"), []byte("snapshot first\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.run("umount", mnt); r.code != 0 {
+		t.Fatalf("snapfs umount: %s", r)
+	}
+	if isMounted(mnt) {
+		t.Fatalf("%s still mounted", mnt)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("restore running at the unmount: %v\n%s\ndaemon log:\n%s", err, stderr, e.daemonLog())
+	}
+	if got := fileHash(t, restored); got != want {
+		t.Errorf("restore finished during the unmount reads wrong")
+	}
+	// The daemon is gone (a command opens the store itself), and the snapshot started through ctl
+	// was finished, not rolled back.
+	snaps := okJSON[[]chain.Snapshot](e, "snapshot", "ls", "other", "--json")
+	if names := snapNames(snaps); !slices.Equal(names, []string{"first"}) {
+		t.Errorf("snapshots of other: %v, want the ctl snapshot running at the unmount\ndaemon log:\n%s", names, e.daemonLog())
+	}
+	e.ok("verify")
+}

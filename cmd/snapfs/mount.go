@@ -12,8 +12,9 @@ import (
 	snapfs "github.com/snapfs/snapfs/fs"
 )
 
-// How long umount waits for the daemon to let go of the store after unmounting.
-const daemonExitWait = 2 * time.Minute
+// How long umount waits for the daemon to exit after unmounting before it says what it waits for: the
+// daemon finishes the operations it runs first, which may take long.
+const daemonExitNotice = 2 * time.Second
 
 // mountCommands returns the commands that serve the FUSE tree (mount, umount).
 func mountCommands() []*cli.Command {
@@ -111,9 +112,13 @@ func umountAction(cCtx *cli.Context) error {
 		fmt.Fprintf(cCtx.App.ErrWriter, "snapfs: %s is busy: detached it; the daemon exits once the last open file closes\n", dir)
 		return nil
 	}
-	if pid > 0 && !waitExit(pid, daemonExitWait) {
-		return fmt.Errorf("umount %s: unmounted, but daemon %d is still running after %s (see %s)",
-			dir, pid, daemonExitWait, filepath.Join(e.Source, daemonLogName))
+	if pid > 0 && !waitExit(pid, daemonExitNotice) {
+		// It finishes the operations it was running (a restore, a snapshot) before it exits.
+		fmt.Fprintf(cCtx.App.ErrWriter, "snapfs: unmounted %s; waiting for daemon %d to finish the operations in progress (see %s)\n",
+			dir, pid, filepath.Join(e.Source, daemonLogName))
+		for alive(pid) {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	return nil
 }
