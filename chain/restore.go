@@ -46,14 +46,25 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 			return RestoreStats{}, err
 		}
 	}
-	d, err := openTarget(target, im.Size(), opts.Force)
+	d, created, err := openTarget(target, im.Size(), opts.Force)
 	if err != nil {
 		return RestoreStats{}, err
 	}
 	defer d.Close()
 	st := RestoreStats{Target: d.path, Size: im.Size()}
-	if err := m.writeImage(ctx, im.view, d, &st, opts.Progress); err != nil {
-		return st, fmt.Errorf("restore %s to %s: %w", ref, d.path, err)
+	err = m.writeImage(ctx, im.view, d, &st, opts.Progress)
+	if err == nil {
+		err = d.cutTo(im.Size())
+	}
+	if err != nil {
+		if created {
+			os.Remove(d.path)
+			return st, fmt.Errorf("restore %s to %s: %w (the file it was creating is removed)", ref, d.path, err)
+		}
+		if st.ChunksWritten > 0 {
+			return st, fmt.Errorf("restore %s to %s: %w (%s is partly restored: restore it again)", ref, d.path, err, d.path)
+		}
+		return st, fmt.Errorf("restore %s to %s: %w (nothing was written)", ref, d.path, err)
 	}
 	return st, nil
 }
@@ -76,19 +87,31 @@ func (m *Manager) chainSource(ctx context.Context, chainName string) (string, er
 	return src, err
 }
 
-// openTarget opens (or creates) a restore target and checks that it can take size bytes.
-func openTarget(path string, size int64, force bool) (*disk, error) {
+// openTarget opens (or creates, and then says so) a restore target and checks that it can take size
+// bytes. A regular file larger than that is cut to size only once the restore has succeeded (cutTo),
+// so that a failed restore has not lost its tail too.
+func openTarget(path string, size int64, force bool) (d *disk, created bool, err error) {
 	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
-			return nil, fmt.Errorf("create %s: %w", path, unwrapPath(err))
+			return nil, false, fmt.Errorf("create %s: %w", path, unwrapPath(err))
 		}
 		f.Close()
+		created = true
 		if err := os.Truncate(path, size); err != nil {
 			os.Remove(path)
-			return nil, fmt.Errorf("size %s: %w", path, unwrapPath(err))
+			return nil, false, fmt.Errorf("size %s: %w", path, unwrapPath(err))
 		}
 	}
+	d, err = checkTarget(path, size, force)
+	if err != nil && created {
+		os.Remove(path)
+	}
+	return d, created, err
+}
+
+// checkTarget opens the restore target path and checks that it can take size bytes and is free.
+func checkTarget(path string, size int64, force bool) (*disk, error) {
 	d, err := openDisk(path, os.O_RDWR)
 	if err != nil {
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EROFS) || errors.Is(err, unix.EPERM) {
@@ -112,14 +135,19 @@ func openTarget(path string, size int64, force bool) (*disk, error) {
 			return nil, fmt.Errorf("%w (use --force to write anyway)", err)
 		}
 	}
-	if !d.block && d.size > size {
-		if err := d.f.Truncate(size); err != nil {
-			d.Close()
-			return nil, fmt.Errorf("truncate %s: %w", d.path, err)
-		}
-		d.size = size
-	}
 	return d, nil
+}
+
+// cutTo makes a regular-file target exactly size bytes long, as the snapshot's disk was.
+func (d *disk) cutTo(size int64) error {
+	if d.block || d.size <= size {
+		return nil
+	}
+	if err := d.f.Truncate(size); err != nil {
+		return fmt.Errorf("truncate %s: %w", d.path, err)
+	}
+	d.size = size
+	return d.f.Sync()
 }
 
 // restoreSpan is how much of the disk a restore worker takes at a time: it reads that much of the

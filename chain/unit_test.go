@@ -1174,3 +1174,54 @@ func TestChunkSizes(t *testing.T) {
 	}
 	u.verify()
 }
+
+// TestFailedRestoreSaysWhatItLeft: a restore that fails part way removes the file it was creating,
+// leaves a larger existing file its length (its tail is cut only once the restore succeeded), and
+// says what state the target is in; once it succeeds the file is the snapshot's size.
+func TestFailedRestoreSaysWhatItLeft(t *testing.T) {
+	u := newUnit(t, Options{})
+	size := int64(16 << 20) // several restore spans: the cancel lands part way
+	path := u.disk("vol", size)
+	u.write(path, 0, u.random(int(size)))
+	want := u.read(path)
+	s := u.snap("vol", "s1")
+	cancelled := func() (context.Context, Progress) {
+		ctx, cancel := context.WithCancel(u.ctx)
+		return ctx, func(done, total int64) {
+			if done > 0 {
+				cancel()
+			}
+		}
+	}
+
+	fresh := filepath.Join(u.dir, "fresh.img")
+	ctx, progress := cancelled()
+	_, err := u.m.Restore(ctx, s.Ref(), RestoreOptions{To: fresh, Progress: progress})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "removed") {
+		t.Fatalf("cancelled restore to a new file: %v, want canceled, saying the file is removed", err)
+	}
+	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the file a failed restore was creating is still there: %v", err)
+	}
+
+	larger := filepath.Join(u.dir, "larger.img")
+	old := u.random(int(size + 1<<20))
+	if err := os.WriteFile(larger, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, progress = cancelled()
+	st, err := u.m.Restore(ctx, s.Ref(), RestoreOptions{To: larger, Progress: progress})
+	if !errors.Is(err, context.Canceled) || st.ChunksWritten == 0 || !strings.Contains(err.Error(), "partly restored") {
+		t.Fatalf("cancelled restore onto a file: %+v, %v; want canceled after writing, saying it is partly restored", st, err)
+	}
+	got := u.read(larger)
+	if !bytes.Equal(got[size:], old[size:]) {
+		t.Fatalf("a failed restore cut the target's tail: %d bytes left of %d", len(got), len(old))
+	}
+	if _, err := u.m.Restore(u.ctx, s.Ref(), RestoreOptions{To: larger}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(u.read(larger), want) {
+		t.Fatal("restore onto a larger file: not the snapshot's bytes and size")
+	}
+}
