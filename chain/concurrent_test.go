@@ -306,3 +306,46 @@ func TestCancelReportsWhatHappened(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotDuringRestore starts a snapshot of a volume while a restore writes the volume's disk:
+// the snapshot waits for the restore and holds the restored disk, never a half-restored one.
+func TestSnapshotDuringRestore(t *testing.T) {
+	ctx := context.Background()
+	u := newUnit(t, Options{})
+	size := 32 << 20 // several restore spans
+	path := u.disk("v", int64(size))
+	u.write(path, 0, u.random(size))
+	u.snap("v", "old")
+	want := u.read(path)
+	u.write(path, 0, u.random(size))
+
+	var once sync.Once
+	var taken Snapshot
+	var snapErr error
+	var wg sync.WaitGroup
+	progress := func(done, total int64) {
+		if done > 0 && done < total {
+			once.Do(func() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					taken, snapErr = u.m.CreateSnapshot(ctx, "v", CreateOptions{Name: "during"})
+				}()
+				time.Sleep(20 * time.Millisecond) // let it read what it can
+			})
+		}
+	}
+	if _, err := u.m.Restore(ctx, "v/old", RestoreOptions{Progress: progress}); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if snapErr != nil {
+		t.Fatal(snapErr)
+	}
+	if taken.ID == 0 {
+		t.Fatal("no snapshot was started during the restore")
+	}
+	if !bytes.Equal(readImage(t, u.m, taken.Ref()), want) {
+		t.Fatal("a snapshot taken during a restore holds a half-restored disk")
+	}
+}

@@ -51,6 +51,13 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		return RestoreStats{}, err
 	}
 	defer d.Close()
+	// A snapshot of the disk being restored must not read it half-restored: restoring onto a
+	// volume's disk holds the volume's chain, as taking a snapshot of it does.
+	if c, ok, err := m.chainOfDisk(ctx, d); err != nil {
+		return RestoreStats{}, err
+	} else if ok {
+		defer m.lockChain(c)()
+	}
 	st := RestoreStats{Target: d.path, Size: im.Size()}
 	err = m.writeImage(ctx, im.view, d, &st, opts.Progress)
 	if err == nil {
@@ -67,6 +74,33 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		return st, fmt.Errorf("restore %s to %s: %w (nothing was written)", ref, d.path, err)
 	}
 	return st, nil
+}
+
+// chainOfDisk returns the chain of the volume whose disk d is, if d is a volume's and that volume has
+// a chain.
+func (m *Manager) chainOfDisk(ctx context.Context, d *disk) (chainID int64, ok bool, err error) {
+	err = m.st.View(ctx, func(tx *store.Tx) error {
+		vs, err := tx.Volumes()
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			if _, st, err := statDisk(v.Source); err != nil || !sameDisk(st, d.st) {
+				continue
+			}
+			c, err := tx.ChainByVolume(v.ID)
+			if errors.Is(err, ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			chainID, ok = c.ID, true
+			return nil
+		}
+		return nil
+	})
+	return chainID, ok, err
 }
 
 func (m *Manager) chainSource(ctx context.Context, chainName string) (string, error) {
