@@ -392,3 +392,36 @@ func TestRestoreRefusesBusyDevice(t *testing.T) {
 		t.Fatalf("file written after the snapshot survived its restore: %v", err)
 	}
 }
+
+// TestLoopDeviceKeepsToItsFile: a volume on a loop device is refused once the device is attached to
+// another file, as a device renumbered at boot would name another disk.
+func TestLoopDeviceKeepsToItsFile(t *testing.T) {
+	requireRoot(t, "losetup")
+	ctx := context.Background()
+	e := newEnv(t, 4<<20)
+	other := filepath.Join(e.dir, "other.img")
+	if err := os.WriteFile(other, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loop := sh(t, "losetup", "-f", "--show", e.disk)
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	if _, err := e.m.AddVolume(ctx, VolumeSpec{Name: "lv", Source: loop}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.CreateSnapshot(ctx, "lv", CreateOptions{Name: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "losetup", "-d", loop)
+	sh(t, "losetup", loop, other)
+	if _, err := e.m.CreateSnapshot(ctx, "lv", CreateOptions{Name: "s2"}); !errors.Is(err, ErrOtherDisk) {
+		t.Fatalf("snapshot of %s attached to another file: %v, want ErrOtherDisk", loop, err)
+	}
+	if _, err := e.m.Restore(ctx, "lv/s1", RestoreOptions{}); !errors.Is(err, ErrOtherDisk) {
+		t.Fatalf("restore onto %s attached to another file: %v, want ErrOtherDisk", loop, err)
+	}
+	sh(t, "losetup", "-d", loop)
+	sh(t, "losetup", loop, e.disk)
+	if _, err := e.m.CreateSnapshot(ctx, "lv", CreateOptions{Name: "s2"}); err != nil {
+		t.Fatalf("snapshot of %s attached to its file again: %v", loop, err)
+	}
+}

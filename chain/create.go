@@ -26,6 +26,9 @@ type CreateOptions struct {
 	Progress Progress // bytes of the disk consumed so far
 	// Now overrides the clock for the default name and the creation time (tests).
 	Now func() time.Time
+	// NewDisk takes the snapshot even when the volume's path names another disk than the one it
+	// was added with (see ErrOtherDisk), and makes that disk the volume's from then on.
+	NewDisk bool
 }
 
 // readBlock is how much of the disk the reader hands to a hasher at a time.
@@ -73,6 +76,12 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 		return Snapshot{}, fmt.Errorf("source: %w", err)
 	}
 	defer src.Close()
+	ident := diskIdent(src)
+	if !opts.NewDisk {
+		if err := checkSameDisk(vol.Name, vol.Ident, ident, vol.Source); err != nil {
+			return Snapshot{}, fmt.Errorf("%w: if it is the volume's disk now, snapshot it with --new-disk", err)
+		}
+	}
 
 	c, err := m.chainFor(ctx, vol)
 	if err != nil {
@@ -83,6 +92,9 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 	m.appendMu.RLock()
 	defer m.appendMu.RUnlock()
 	job := &createJob{m: m, chain: c, src: src, progress: opts.Progress}
+	if ident != vol.Ident && ident != "" {
+		job.ident = ident // a volume from before identities were kept, or a new disk
+	}
 	if err := job.begin(ctx, vol, opts.Name, now()); err != nil {
 		return Snapshot{}, err
 	}
@@ -153,6 +165,8 @@ type createJob struct {
 	rowsEnd int64
 	// dataBytes counts the bytes of the disk's chunks that hold data, holes and zeros left out.
 	dataBytes atomic.Int64
+	// ident, if not "", is recorded as the volume's disk identity with the snapshot.
+	ident string
 }
 
 // begin loads the newest snapshot's chunk map and records the new snapshot, invisible, as creating.
@@ -252,6 +266,11 @@ func (j *createJob) run(ctx context.Context, freezeAt string) error {
 		if c, err := tx.ChainByID(j.chain.ID); err == nil && c.VolumeID != 0 {
 			if err := tx.UpdateVolumeSize(c.VolumeID, j.src.size); err != nil {
 				return err
+			}
+			if j.ident != "" {
+				if err := tx.SetVolumeIdent(c.VolumeID, j.ident); err != nil {
+					return err
+				}
 			}
 		}
 		if err := tx.SetSnapshotDataBytes(j.snap.ID, j.dataBytes.Load()); err != nil {

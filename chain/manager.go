@@ -32,6 +32,8 @@ var (
 	ErrInUse = errors.New("in use")
 	// ErrCorrupt: stored data failed an integrity check.
 	ErrCorrupt = store.ErrCorrupt
+	// ErrOtherDisk: a volume's path names another disk than the one the volume was added with.
+	ErrOtherDisk = errors.New("another disk")
 )
 
 // Volume kinds.

@@ -40,9 +40,9 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		return RestoreStats{}, err
 	}
 	defer im.Close()
-	target := opts.To
+	target, ident := opts.To, ""
 	if target == "" {
-		if target, err = m.chainSource(ctx, im.info.Chain); err != nil {
+		if target, ident, err = m.chainSource(ctx, im.info.Chain); err != nil {
 			return RestoreStats{}, err
 		}
 	}
@@ -51,6 +51,12 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		return RestoreStats{}, err
 	}
 	defer d.Close()
+	if !opts.Force && !created {
+		// The chain's own disk, by default: not another disk its path names now.
+		if err := checkSameDisk(im.info.Chain, ident, diskIdent(d), d.path); err != nil {
+			return RestoreStats{}, fmt.Errorf("%w (use --force to write anyway)", err)
+		}
+	}
 	// A snapshot of the disk being restored must not read it half-restored: restoring onto a
 	// volume's disk holds the volume's chain, as taking a snapshot of it does.
 	if c, ok, err := m.chainOfDisk(ctx, d); err != nil {
@@ -73,7 +79,28 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		}
 		return st, fmt.Errorf("restore %s to %s: %w (nothing was written)", ref, d.path, err)
 	}
+	if created && opts.To == "" {
+		// The volume's image file was gone and is made again: it is the volume's disk now.
+		if err := m.adoptDisk(ctx, im.info.Chain, d); err != nil {
+			return st, fmt.Errorf("restored %s to %s, but %w", ref, d.path, err)
+		}
+	}
 	return st, nil
+}
+
+// adoptDisk records d as the disk of the volume of the chain named chainName.
+func (m *Manager) adoptDisk(ctx context.Context, chainName string, d *disk) error {
+	err := m.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		c, err := tx.ChainByName(chainName)
+		if err != nil || c.VolumeID == 0 {
+			return err
+		}
+		return tx.SetVolumeIdent(c.VolumeID, diskIdent(d))
+	})
+	if err != nil {
+		return fmt.Errorf("recording it as the volume's disk: %w", err)
+	}
+	return nil
 }
 
 // chainOfDisk returns the chain of the volume whose disk d is, if d is a volume's and that volume has
@@ -103,9 +130,9 @@ func (m *Manager) chainOfDisk(ctx context.Context, d *disk) (chainID int64, ok b
 	return chainID, ok, err
 }
 
-func (m *Manager) chainSource(ctx context.Context, chainName string) (string, error) {
-	var src string
-	err := m.st.View(ctx, func(tx *store.Tx) error {
+// chainSource returns the disk a chain's snapshots are of, and its identity if its volume knows it.
+func (m *Manager) chainSource(ctx context.Context, chainName string) (src, ident string, err error) {
+	err = m.st.View(ctx, func(tx *store.Tx) error {
 		c, err := tx.ChainByName(chainName)
 		if err != nil {
 			return err
@@ -113,12 +140,12 @@ func (m *Manager) chainSource(ctx context.Context, chainName string) (string, er
 		src = c.Source
 		if c.VolumeID != 0 {
 			if v, err := tx.VolumeByID(c.VolumeID); err == nil {
-				src = v.Source
+				src, ident = v.Source, v.Ident
 			}
 		}
 		return nil
 	})
-	return src, err
+	return src, ident, err
 }
 
 // openTarget opens (or creates, and then says so) a restore target and checks that it can take size

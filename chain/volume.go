@@ -69,7 +69,7 @@ func (m *Manager) AddVolume(ctx context.Context, spec VolumeSpec) (Volume, error
 			return err
 		}
 		v := store.Volume{Name: spec.Name, Kind: spec.Kind, Instance: spec.Instance, Source: d.path, Size: d.size,
-			ChunkSize: spec.ChunkSize, Created: time.Now().UnixNano()}
+			ChunkSize: spec.ChunkSize, Created: time.Now().UnixNano(), Ident: diskIdent(d)}
 		id, err := tx.InsertVolume(v)
 		if err != nil {
 			return err

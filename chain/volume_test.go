@@ -1,13 +1,17 @@
 package chain
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/snapfs/snapfs/store"
 )
 
 func TestAddVolumeRefusesADiskTwice(t *testing.T) {
@@ -93,4 +97,84 @@ func TestDefaultSnapshotName(t *testing.T) {
 	if len(got) != 128 || !strings.HasSuffix(got, "-20261125-030405-2") || ValidateName(got) != nil {
 		t.Errorf("long volume: %q", got)
 	}
+}
+
+// TestVolumeKeepsToItsDisk: a volume's path that comes to name another disk (an image file replaced
+// by another) is refused, for snapshots and as the default restore target, until the user says it
+// is the volume's disk now; a disk rewritten in place is the same disk; a volume from before disk
+// identities were kept learns its disk's at its next snapshot.
+func TestVolumeKeepsToItsDisk(t *testing.T) {
+	ctx := context.Background()
+	u := newUnit(t, Options{})
+	size := 1 << 20
+	path := u.disk("v", int64(size))
+	u.write(path, 0, u.random(size))
+	first := u.read(path)
+	s1 := u.snap("v", "s1")
+	u.write(path, 0, u.random(size)) // in place: the same disk
+	u.snap("v", "s2")
+
+	other := u.random(size)
+	replacement := path + ".new"
+	if err := os.WriteFile(replacement, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(replacement, path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.m.CreateSnapshot(ctx, "v", CreateOptions{Name: "s3"}); !errors.Is(err, ErrOtherDisk) ||
+		!strings.Contains(err.Error(), "--new-disk") {
+		t.Fatalf("snapshot of another disk at the volume's path: %v, want ErrOtherDisk saying --new-disk", err)
+	}
+	if _, err := u.m.Restore(ctx, s1.Ref(), RestoreOptions{}); !errors.Is(err, ErrOtherDisk) {
+		t.Fatalf("restore onto another disk at the volume's path: %v, want ErrOtherDisk", err)
+	}
+	if !bytes.Equal(u.read(path), other) {
+		t.Fatal("a refused restore changed the other disk")
+	}
+	if names := u.names("v"); !slices.Equal(names, []string{"s1", "s2"}) {
+		t.Fatalf("snapshots after the refusals: %v", names)
+	}
+
+	// The user says it is the volume's disk now: the snapshot is taken, and the next ones too.
+	if _, err := u.m.CreateSnapshot(ctx, "v", CreateOptions{Name: "s3", NewDisk: true}); err != nil {
+		t.Fatal(err)
+	}
+	u.snap("v", "s4")
+	if _, err := u.m.Restore(ctx, s1.Ref(), RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(u.read(path), first) {
+		t.Fatal("restore onto the adopted disk differs")
+	}
+
+	// A volume from before identities were kept: its next snapshot records its disk's.
+	if err := u.m.st.Update(ctx, func(tx *store.Tx) error {
+		v, err := tx.VolumeByName("v")
+		if err != nil {
+			return err
+		}
+		return tx.SetVolumeIdent(v.ID, "")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	u.snap("v", "s5")
+	var ident string
+	u.m.st.View(ctx, func(tx *store.Tx) error {
+		v, err := tx.VolumeByName("v")
+		ident = v.Ident
+		return err
+	})
+	if ident == "" || !strings.HasPrefix(ident, "file ino ") {
+		t.Fatalf("identity recorded at the snapshot: %q", ident)
+	}
+
+	// The image file deleted and restored from a snapshot: the file made is the volume's disk.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.m.Restore(ctx, s1.Ref(), RestoreOptions{}); err != nil {
+		t.Fatalf("restore onto the volume's deleted image file: %v", err)
+	}
+	u.snap("v", "s6")
 }

@@ -44,6 +44,8 @@ type Volume struct {
 	ChunkSize int64
 	Managed   bool
 	Created   int64 // unix nanoseconds
+	// Ident identifies the disk beyond its path ("" when not known); chain defines it.
+	Ident string
 }
 
 // Chain is the row of a snapshot chain. VolumeID is 0 once its volume was forgotten.

@@ -21,18 +21,18 @@ func uniqueErr(err error, what string) error {
 
 // --- volumes ---
 
-const volumeCols = `id, name, kind, instance, source, size, chunk_size, managed, created`
+const volumeCols = `id, name, kind, instance, source, size, chunk_size, managed, created, ident`
 
 func scanVolume(sc scanner) (Volume, error) {
 	var v Volume
-	err := sc.Scan(&v.ID, &v.Name, &v.Kind, &v.Instance, &v.Source, &v.Size, &v.ChunkSize, &v.Managed, &v.Created)
+	err := sc.Scan(&v.ID, &v.Name, &v.Kind, &v.Instance, &v.Source, &v.Size, &v.ChunkSize, &v.Managed, &v.Created, &v.Ident)
 	return v, err
 }
 
 // InsertVolume registers v and returns its id.
 func (t *Tx) InsertVolume(v Volume) (int64, error) {
-	res, err := t.exec(`INSERT INTO volumes(name, kind, instance, source, size, chunk_size, managed, created)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, v.Name, v.Kind, v.Instance, v.Source, v.Size, v.ChunkSize, v.Managed, v.Created)
+	res, err := t.exec(`INSERT INTO volumes(name, kind, instance, source, size, chunk_size, managed, created, ident)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, v.Name, v.Kind, v.Instance, v.Source, v.Size, v.ChunkSize, v.Managed, v.Created, v.Ident)
 	if err != nil {
 		return 0, uniqueErr(err, "volume "+v.Name)
 	}
@@ -89,6 +89,12 @@ func queryAll[T any](t *Tx, scan func(scanner) (T, error), q string, args ...any
 // UpdateVolumeSize records a volume's current size.
 func (t *Tx) UpdateVolumeSize(id, size int64) error {
 	_, err := t.exec(`UPDATE volumes SET size = ? WHERE id = ?`, size, id)
+	return err
+}
+
+// SetVolumeIdent records what identifies a volume's disk.
+func (t *Tx) SetVolumeIdent(id int64, ident string) error {
+	_, err := t.exec(`UPDATE volumes SET ident = ? WHERE id = ?`, ident, id)
 	return err
 }
 

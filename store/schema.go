@@ -80,6 +80,10 @@ CREATE TABLE deltas (
 	// them as their blocks, as a sparse file does, so that du shows them and cp copies only them.
 	// NULL for snapshots made before they were recorded.
 	`ALTER TABLE snapshots ADD COLUMN data_bytes INTEGER;`,
+	// What identifies a volume's disk beyond its path (see chain's diskIdent): a path can come to
+	// name another disk (a device renumbered at boot, an image file replaced), whose snapshots must
+	// not join this disk's chain, nor this disk's snapshots be restored onto it. '' = not known.
+	`ALTER TABLE volumes ADD COLUMN ident TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema version this build writes.

@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// TestDataBytesMigration opens a store whose schema predates snapshots' data bytes: its snapshots
-// say they are not known, and snapshots recorded after the upgrade keep theirs.
+// TestDataBytesMigration opens a store whose schema predates snapshots' data bytes and volumes'
+// disk identities: its snapshots say their data bytes are not known, snapshots recorded after the
+// upgrade keep theirs, and its volumes' identities are not known.
 func TestDataBytesMigration(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -24,7 +25,8 @@ func TestDataBytesMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`ALTER TABLE snapshots DROP COLUMN data_bytes`, `PRAGMA user_version = 2`} {
+	for _, q := range []string{`ALTER TABLE volumes DROP COLUMN ident`, `ALTER TABLE snapshots DROP COLUMN data_bytes`,
+		`PRAGMA user_version = 2`} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
@@ -53,6 +55,9 @@ func TestDataBytesMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.View(ctx, func(tx *Tx) error {
+		if v, err := tx.VolumeByName("old"); err != nil || v.Ident != "" {
+			t.Errorf("volume from before the upgrade: %+v, %v; want no identity", v, err)
+		}
 		for id, want := range map[int64]int64{old: UnknownDataBytes, fresh: 12345} {
 			got, err := tx.SnapshotByID(id)
 			if err != nil {

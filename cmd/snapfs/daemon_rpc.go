@@ -92,6 +92,7 @@ func errorClasses() []errorClass {
 		{"exists", chain.ErrExists},
 		{"invalid", chain.ErrInvalid},
 		{"in_use", chain.ErrInUse},
+		{"other_disk", chain.ErrOtherDisk},
 		{"locked", chain.ErrLocked},
 		{"corrupt", chain.ErrCorrupt},
 		{"no_store", store.ErrNoStore},

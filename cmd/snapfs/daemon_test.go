@@ -4,6 +4,7 @@ package main
 // by `snapfs mount` (a daemon subprocess) and commands run against its store.
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -504,4 +505,37 @@ func TestUnmountFinishesOperations(t *testing.T) {
 		t.Errorf("snapshots of other: %v, want the ctl snapshot running at the unmount\ndaemon log:\n%s", names, e.daemonLog())
 	}
 	e.ok("verify")
+}
+
+// TestVolumeOnAnotherDisk: once a volume's image file is replaced by another file, snapshots and
+// restores to its default target are refused with one clear line, on their own and through a
+// daemon, until `snapshot create --new-disk` makes the new file the volume's disk.
+func TestVolumeOnAnotherDisk(t *testing.T) {
+	needFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	img := e.path("disk.img")
+	makeImage(t, img, 1<<20)
+	e.ok("volume", "add", "v", "--source", img)
+	e.ok("snapshot", "create", "v", "--name", "s1")
+	replacement := e.path("new.img")
+	other := makeImage(t, replacement, 1<<20)
+	if err := os.Rename(replacement, img); err != nil {
+		t.Fatal(err)
+	}
+	const why = "another disk than volume v was added with"
+	e.fails(1, why, "snapshot", "create", "v", "--name", "s2")
+	e.fails(1, why, "restore", "v/s1")
+	e.mount()
+	e.fails(1, why, "snapshot", "create", "v", "--name", "s2")
+	e.fails(1, why, "restore", "v/s1")
+	if got, _ := os.ReadFile(img); !bytes.Equal(got, other) {
+		t.Fatal("a refused restore changed the other disk")
+	}
+	e.ok("snapshot", "create", "v", "--name", "s2", "--new-disk")
+	e.ok("snapshot", "create", "v", "--name", "s3")
+	snaps := okJSON[[]chain.Snapshot](e, "snapshot", "ls", "v", "--json")
+	if names := snapNames(snaps); !slices.Equal(names, []string{"s1", "s2", "s3"}) {
+		t.Errorf("snapshots: %v", names)
+	}
 }

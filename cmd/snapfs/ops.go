@@ -53,6 +53,7 @@ type opArgs struct {
 	Refs       []string `json:"refs,omitempty"`        // snapshot.delete, restore, clone, verify
 	To         string   `json:"to,omitempty"`          // restore, clone: absolute path
 	Force      bool     `json:"force,omitempty"`       // restore
+	NewDisk    bool     `json:"new_disk,omitempty"`    // snapshot.create
 }
 
 // deleted is what deleting one snapshot freed.
@@ -179,7 +180,7 @@ func applyCreate(ctx context.Context, m *chain.Manager, a opArgs, progress chain
 		}
 		volume = v.Name
 	}
-	return m.CreateSnapshot(ctx, volume, chain.CreateOptions{Name: a.Name, Freeze: a.Freeze, Progress: progress})
+	return m.CreateSnapshot(ctx, volume, chain.CreateOptions{Name: a.Name, Freeze: a.Freeze, NewDisk: a.NewDisk, Progress: progress})
 }
 
 // applyDelete resolves every reference before deleting any, so that one bad reference changes

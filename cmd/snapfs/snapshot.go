@@ -28,6 +28,7 @@ func snapshotCreateCommand() *cli.Command {
 			&cli.StringFlag{Name: "instance", Usage: "snapshot this instance's system disk"},
 			&cli.StringFlag{Name: "name", Usage: "the snapshot's name (default VOLUME-YYYYMMDD-HHMMSS)"},
 			&cli.StringFlag{Name: "freeze", Usage: "freeze the filesystem mounted here while the disk is read"},
+			&cli.BoolFlag{Name: "new-disk", Usage: "the volume's path names another disk than it was added with: snapshot it, as the volume's disk from now on"},
 			&cli.BoolFlag{Name: "json", Usage: "print the new snapshot as JSON"},
 		},
 		Action: snapshotCreate,
@@ -80,7 +81,7 @@ func snapshotCreateOp(cCtx *cli.Context) (o op, what string, err error) {
 	case hasInstance && instance == "":
 		return op{}, "", usagef(cCtx, "--instance: empty instance id")
 	}
-	a := opArgs{Instance: instance, Name: cCtx.String("name")}
+	a := opArgs{Instance: instance, Name: cCtx.String("name"), NewDisk: cCtx.Bool("new-disk")}
 	if len(args) == 1 {
 		a.Volume = args[0]
 		what = "snapshot create " + argText(a.Volume)
