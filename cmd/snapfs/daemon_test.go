@@ -470,10 +470,7 @@ func TestUnmountFinishesOperations(t *testing.T) {
 	needFUSE(t)
 	t.Parallel()
 	e := newEnv(t)
-	img := e.path("big.img")
-	makeImage(t, img, 512<<20)
-	e.ok("volume", "add", "big", "--source", img)
-	e.ok("snapshot", "create", "big", "--name", "s1")
+	img := snapshottedVolume(e, "big", 512<<20)
 	want := fileHash(t, img)
 	other := e.path("other.img")
 	makeImage(t, other, 256<<20)
@@ -514,10 +511,7 @@ func TestVolumeOnAnotherDisk(t *testing.T) {
 	needFUSE(t)
 	t.Parallel()
 	e := newEnv(t)
-	img := e.path("disk.img")
-	makeImage(t, img, 1<<20)
-	e.ok("volume", "add", "v", "--source", img)
-	e.ok("snapshot", "create", "v", "--name", "s1")
+	img := snapshottedVolume(e, "v", 1<<20)
 	replacement := e.path("new.img")
 	other := makeImage(t, replacement, 1<<20)
 	if err := os.Rename(replacement, img); err != nil {
@@ -538,4 +532,15 @@ func TestVolumeOnAnotherDisk(t *testing.T) {
 	if names := snapNames(snaps); !slices.Equal(names, []string{"s1", "s2", "s3"}) {
 		t.Errorf("snapshots: %v", names)
 	}
+}
+
+// snapshottedVolume makes an image of size random bytes, adds it as volume name and snapshots it as
+// name/s1; it returns the image's path.
+func snapshottedVolume(e *env, name string, size int) string {
+	e.t.Helper()
+	img := e.path(name + ".img")
+	makeImage(e.t, img, size)
+	e.ok("volume", "add", name, "--source", img)
+	e.ok("snapshot", "create", name, "--name", "s1")
+	return img
 }
