@@ -63,7 +63,11 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, 
 	}
 	// Hidden now: a cancel from here on would leave it hidden and its space held, and tell the
 	// caller the delete failed. The merge is short (its own changes), so it runs to its end.
-	return m.finishDelete(context.WithoutCancel(ctx), s.ID)
+	st, err := m.finishDelete(context.WithoutCancel(ctx), s.ID)
+	if err == nil {
+		m.st.EnsureReserve() // for the next delete on a full filesystem, now that there is room
+	}
+	return st, err
 }
 
 // withRoom runs fn, a transaction that deletes or undoes, once more after giving up the store's

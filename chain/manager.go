@@ -117,6 +117,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Manager, error) {
 	m := &Manager{st: st, cache: newChunkCache(opts.CacheBytes), maps: newMapCache(opts.MapCacheBytes, segmentChunks),
 		segChunks: segmentChunks, chainLk: map[int64]*sync.Mutex{}, pins: map[int64]int{}, active: map[int64]bool{}}
 	if !opts.ReadOnly {
+		// Taken again if a full filesystem made an earlier writer give it up, and there is room.
+		m.st.EnsureReserve()
 		if err := m.recover(ctx); err != nil {
 			st.Close()
 			return nil, fmt.Errorf("recover store: %w", err)

@@ -359,9 +359,20 @@ func (b *packBackend) punch(e Extent) error {
 	return b.punchLocked(f, e)
 }
 
-// punchLocked punches e in f, pack e.Pack's open file; the caller need not hold b.mu.
+// punchLocked punches e in f, pack e.Pack's open file; the caller need not hold b.mu. The call holds
+// f's descriptor through the runtime (SyscallConn), so that a removeIfEmpty closing f meanwhile
+// cannot hand the number to another file before the punch: the punch would hole that file.
 func (b *packBackend) punchLocked(f *os.File, e Extent) error {
-	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, e.Offset, e.Len)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("punch pack %d: %w", e.Pack, err)
+	}
+	cerr := rc.Control(func(fd uintptr) {
+		err = unix.Fallocate(int(fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, e.Offset, e.Len)
+	})
+	if cerr != nil {
+		return nil // closed meanwhile: its pack was removed, nothing left to punch
+	}
 	if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
 		return fmt.Errorf("punch pack %d at %d: %w", e.Pack, e.Offset, err)
 	}
