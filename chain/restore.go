@@ -74,7 +74,7 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 			os.Remove(d.path)
 			return st, fmt.Errorf("restore %s to %s: %w (the file it was creating is removed)", ref, d.path, err)
 		}
-		if st.ChunksWritten > 0 {
+		if d.touched.Load() {
 			return st, fmt.Errorf("restore %s to %s: %w (%s is partly restored: restore it again)", ref, d.path, err, d.path)
 		}
 		return st, fmt.Errorf("restore %s to %s: %w (nothing was written)", ref, d.path, err)
@@ -432,6 +432,7 @@ func (w *spanWriter) readTarget(p []byte, off int64) (hole bool, err error) {
 
 // zero clears n bytes at off: a hole in a file, written zeros on a device.
 func (w *spanWriter) zero(off, n int64) error {
+	w.d.touched.Store(true)
 	if !w.d.block {
 		err := unix.Fallocate(int(w.d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 		if err == nil {

@@ -22,6 +22,7 @@ type disk struct {
 
 	direct      *os.File    // the disk opened for O_DIRECT too (see useDirect); or nil
 	claimed     *os.File    // a block device opened exclusively (see claim); or nil
+	touched     atomic.Bool // a write to the disk was attempted (writeAt, or a restore's zero)
 	noDirect    atomic.Bool // the filesystem refused direct I/O: go through f
 	noCachestat atomic.Bool // the kernel has no cachestat: take nothing for cached
 }
@@ -200,6 +201,7 @@ func (d *disk) cached(off, n int64) bool {
 
 // writeAt writes p at off, directly where p, off and its length suit direct I/O.
 func (d *disk) writeAt(p []byte, off int64) (int, error) {
+	d.touched.Store(true)
 	if d.direct != nil && !d.noDirect.Load() && aligned(p, off) && len(p)%directAlign == 0 {
 		n, err := d.direct.WriteAt(p, off)
 		if !errors.Is(err, unix.EINVAL) {

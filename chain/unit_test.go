@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -1223,5 +1224,55 @@ func TestFailedRestoreSaysWhatItLeft(t *testing.T) {
 	}
 	if !bytes.Equal(u.read(larger), want) {
 		t.Fatal("restore onto a larger file: not the snapshot's bytes and size")
+	}
+}
+
+// TestFailedRestoreAfterWritesSaysSo: a restore that has written part of a span and then fails on a
+// damaged chunk of the same span says that the target is partly restored, not that nothing was
+// written.
+func TestFailedRestoreAfterWritesSaysSo(t *testing.T) {
+	ctx := context.Background()
+	u := newUnit(t, Options{})
+	size := 1 << 20 // one restore span
+	path := u.disk("vol", int64(size))
+	data := u.random(size)
+	u.write(path, 0, data)
+	s := u.snap("vol", "s1")
+
+	target := filepath.Join(u.dir, "target.img")
+	changed := slices.Clone(data)
+	copy(changed[0:], u.random(100))           // chunk 0 differs: written first
+	copy(changed[2*testChunk:], u.random(100)) // chunk 2 differs: its record is damaged
+	if err := os.WriteFile(target, changed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var c store.Chunk
+	if err := u.m.st.View(ctx, func(tx *store.Tx) (err error) {
+		c, err = tx.ChunkByHash(store.Sum(data[2*testChunk : 3*testChunk]))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pack := filepath.Join(u.dir, "store", "packs", fmt.Sprintf("%010d.pack", c.Pack))
+	f, err := os.OpenFile(pack, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("damage"), c.Offset+100); err != nil { // in its payload, past the header
+		t.Fatal(err)
+	}
+	f.Close()
+	u.m.Close()
+	m, err := Open(ctx, filepath.Join(u.dir, "store"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	_, err = m.Restore(ctx, s.Ref(), RestoreOptions{To: target})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "partly restored") {
+		t.Fatalf("restore failing on a damaged chunk after a write: %v, want corrupt, saying partly restored", err)
+	}
+	if got := u.read(target); !bytes.Equal(got[:testChunk], data[:testChunk]) {
+		t.Fatal("the test meant chunk 0 to be written before the damaged chunk was read")
 	}
 }
