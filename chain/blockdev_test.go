@@ -431,3 +431,50 @@ func TestLoopDeviceKeepsToItsFile(t *testing.T) {
 		t.Fatalf("snapshot of %s attached to its file again: %v", loop, err)
 	}
 }
+
+// TestDeleteWhoseSpaceCannotBeReturned: a delete whose punches fail after its commit (here the pack
+// files are made immutable) has deleted the snapshot: it reports success with a warning, is not run
+// again, and gc returns the space once it can.
+func TestDeleteWhoseSpaceCannotBeReturned(t *testing.T) {
+	requireRoot(t, "chattr")
+	ctx := context.Background()
+	u := newUnit(t, Options{})
+	path := u.disk("v", 1<<20)
+	want := map[string][]byte{}
+	for _, name := range []string{"s1", "s2", "s3"} {
+		u.write(path, 0, u.random(1<<20))
+		u.snap("v", name)
+		want[name] = u.read(path)
+	}
+	packs, _ := filepath.Glob(filepath.Join(u.dir, "store", "packs", "*.pack"))
+	if out, err := exec.Command("chattr", append([]string{"+i"}, packs...)...).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chattr +i: %v %s (CI=true: end-to-end tests must run)", err, out)
+		}
+		t.Skipf("chattr +i (the filesystem under the test's directory may not take it): %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", append([]string{"-i"}, packs...)...).Run() })
+
+	st, err := u.m.DeleteSnapshot(ctx, "v/s2")
+	if err != nil {
+		t.Fatalf("delete whose punches fail: %v, want success (it committed)", err)
+	}
+	if st.Warning == "" || st.FreedChunks == 0 {
+		t.Fatalf("delete whose punches fail: %+v, want its freed chunks and a warning", st)
+	}
+	if names := u.names("v"); !slices.Equal(names, []string{"s1", "s3"}) {
+		t.Fatalf("snapshots after the delete: %v", names)
+	}
+	for _, name := range []string{"s1", "s3"} {
+		if !bytes.Equal(readImage(t, u.m, "v/"+name), want[name]) {
+			t.Fatalf("snapshot %s changed", name)
+		}
+	}
+	exec.Command("chattr", append([]string{"-i"}, packs...)...).Run()
+	if _, err := u.m.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := u.m.Verify(ctx, nil, nil); err != nil || len(rep.Faults) > 0 {
+		t.Fatalf("verify: %v %+v", err, rep.Faults)
+	}
+}

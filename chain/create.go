@@ -822,7 +822,11 @@ func (m *Manager) discardAbandoned(ctx context.Context) error {
 // it was the first snapshot of. On a full filesystem it gives up the store's reserve to
 // make room for the transaction that frees the space.
 func (m *Manager) discardSnapshot(ctx context.Context, id int64) error {
-	return m.withRoom(func() error { return m.discardOnce(ctx, id) })
+	err := m.withRoom(func() error { return m.discardOnce(ctx, id) })
+	if fe := (*store.FreeError)(nil); errors.As(err, &fe) {
+		return nil // discarded; what its records took, gc returns
+	}
+	return err
 }
 
 func (m *Manager) discardOnce(ctx context.Context, id int64) error {

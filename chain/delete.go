@@ -15,6 +15,8 @@ type DeleteStats struct {
 	// Deferred is true when an open image still reads the snapshot: it is hidden now and its data is
 	// freed when the last image closes.
 	Deferred bool `json:"deferred"`
+	// Warning says what went wrong after the delete committed (returning its space), if anything.
+	Warning string `json:"warning,omitempty"`
 }
 
 // DeleteSnapshot deletes the snapshot ref names, wherever it stands in its chain. Chunks a later
@@ -75,7 +77,8 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, 
 // anything is freed).
 func (m *Manager) withRoom(fn func() error) error {
 	err := fn()
-	if err != nil && store.IsFull(err) && m.st.ReleaseReserve() {
+	var committed *store.FreeError
+	if err != nil && store.IsFull(err) && !errors.As(err, &committed) && m.st.ReleaseReserve() {
 		err = fn()
 	}
 	return err
@@ -90,6 +93,9 @@ func (m *Manager) withRoom(fn func() error) error {
 func (m *Manager) finishDelete(ctx context.Context, id int64) (DeleteStats, error) {
 	var st DeleteStats
 	err := m.withRoom(func() error { return m.mergeAway(ctx, id, &st) })
+	if fe := (*store.FreeError)(nil); errors.As(err, &fe) {
+		st.Warning, err = fe.Error(), nil
+	}
 	if err != nil {
 		return DeleteStats{}, fmt.Errorf("delete snapshot %d: %w", id, err)
 	}

@@ -235,11 +235,22 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	// Committed, the transaction has succeeded: a cancel does not stop the space's return.
 	if len(tx.freed) > 0 {
 		if err := s.chunks.Free(context.WithoutCancel(ctx), tx.freed); err != nil {
-			return fmt.Errorf("return freed space: %w", err)
+			return &FreeError{Err: err}
 		}
 	}
 	return nil
 }
+
+// FreeError is what Update returns when its transaction committed but the space it freed could not
+// all be returned to the filesystem; Reclaim (snapfs gc) returns the rest. The transaction's work is
+// done: it must not be run again.
+type FreeError struct{ Err error }
+
+func (e *FreeError) Error() string {
+	return "committed, but returning the freed space failed (snapfs gc returns it): " + e.Err.Error()
+}
+
+func (e *FreeError) Unwrap() error { return e.Err }
 
 // uncommitted returns the extents that no committed chunk row covers; on doubt, none.
 func (s *Store) uncommitted(exts []Extent) []Extent {
