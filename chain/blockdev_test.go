@@ -478,3 +478,30 @@ func TestDeleteWhoseSpaceCannotBeReturned(t *testing.T) {
 		t.Fatalf("verify: %v %+v", err, rep.Faults)
 	}
 }
+
+// TestLoopOverADeviceIdent: a loop device over another block device is identified by that device,
+// not by its /dev node, which is made anew at every boot.
+func TestLoopOverADeviceIdent(t *testing.T) {
+	requireRoot(t, "losetup")
+	e := newEnv(t, 4<<20)
+	inner := sh(t, "losetup", "-f", "--show", e.disk)
+	t.Cleanup(func() { exec.Command("losetup", "-d", inner).Run() })
+	outer := sh(t, "losetup", "-f", "--show", inner)
+	t.Cleanup(func() { exec.Command("losetup", "-d", outer).Run() })
+	identOf := func(path string) string {
+		t.Helper()
+		d, err := openDisk(path, os.O_RDONLY)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		return diskIdent(d)
+	}
+	in := identOf(inner)
+	if in == "" || !strings.HasPrefix(in, "loop file ino ") {
+		t.Fatalf("identity of %s over a file: %q", inner, in)
+	}
+	if got, want := identOf(outer), "loop "+in+" offset 0"; got != want {
+		t.Fatalf("identity of %s over %s: %q, want %q", outer, inner, got, want)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -21,11 +22,31 @@ func diskIdent(d *disk) string {
 	return blockIdent(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(d.st.Rdev), unix.Minor(d.st.Rdev)))
 }
 
+// Filesystems whose inode numbers stay with a file for its life, across remounts and boots (FAT,
+// exFAT, CIFS without server inode numbers and many FUSE filesystems make them up as they go).
+var stableInodes = map[int64]bool{
+	unix.EXT4_SUPER_MAGIC:  true, // ext2, ext3, ext4
+	unix.XFS_SUPER_MAGIC:   true,
+	unix.BTRFS_SUPER_MAGIC: true,
+	unix.TMPFS_MAGIC:       true,
+	unix.F2FS_SUPER_MAGIC:  true,
+	unix.NFS_SUPER_MAGIC:   true,
+	0x2fc12fc1:             true, // ZFS
+	0xca451a4e:             true, // bcachefs
+}
+
 // fileIdent is a file's inode number and birth time: a file renamed over it, or deleted and made
-// again, has others; one rewritten in place keeps them, across boots too.
+// again, has others; one rewritten in place keeps them, across boots too. It is "" on filesystems
+// whose inode numbers do not stay (see stableInodes), and for device nodes, which are made anew at
+// every boot.
 func fileIdent(path string) string {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil || !stableInodes[int64(fs.Type)] {
+		return ""
+	}
 	var stx unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_INO|unix.STATX_BTIME, &stx); err != nil {
+	if err := unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_INO|unix.STATX_BTIME|unix.STATX_TYPE, &stx); err != nil ||
+		stx.Mode&unix.S_IFMT != unix.S_IFREG {
 		return ""
 	}
 	id := fmt.Sprintf("file ino %d", stx.Ino)
@@ -47,12 +68,23 @@ func blockIdent(sys string) string {
 		return strings.TrimSpace(string(b))
 	}
 	if u := read("dm/uuid"); u != "" {
+		if f := strings.SplitN(u, "-", 4); f[0] == "CRYPT" && len(f) == 4 {
+			u = strings.Join(f[:3], "-") // CRYPT-TYPE-UUID-NAME: the mapping's name is the opener's choice
+		}
 		return "dm " + u
 	}
 	if f := read("loop/backing_file"); f != "" {
-		id := fileIdent(f)
+		var id string
+		if st, err := os.Stat(f); err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0 {
+			var ust unix.Stat_t
+			if unix.Stat(f, &ust) == nil {
+				id = blockIdent(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(ust.Rdev), unix.Minor(ust.Rdev)))
+			}
+		} else {
+			id = fileIdent(f)
+		}
 		if id == "" {
-			return "" // detached, or its file deleted
+			return "" // detached, its file deleted, or nothing identifies it
 		}
 		return fmt.Sprintf("loop %s offset %s", id, read("loop/offset"))
 	}
@@ -75,9 +107,21 @@ func blockIdent(sys string) string {
 	return ""
 }
 
+// bornRE matches the birth time in an identity.
+var bornRE = regexp.MustCompile(` born [0-9.]+`)
+
+// sameIdent reports whether two identities name one disk. A birth time counts only when both have
+// one: a kernel or filesystem may begin to report it.
+func sameIdent(a, b string) bool {
+	if bornRE.MatchString(a) != bornRE.MatchString(b) {
+		a, b = bornRE.ReplaceAllString(a, ""), bornRE.ReplaceAllString(b, "")
+	}
+	return a == b
+}
+
 // checkSameDisk refuses a disk whose identity is known and is not the one volume v recorded.
 func checkSameDisk(v string, recorded, now, path string) error {
-	if recorded == "" || now == "" || recorded == now {
+	if recorded == "" || now == "" || sameIdent(recorded, now) {
 		return nil
 	}
 	return fmt.Errorf("source %s: %w than volume %s was added with (%s then, %s now)", path, ErrOtherDisk, v, recorded, now)

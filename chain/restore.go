@@ -17,8 +17,11 @@ import (
 
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
-	To       string // "" for the chain's source disk; a path that does not exist is created
-	Force    bool   // write even when the target is mounted or attached
+	To    string // "" for the chain's source disk; a path that does not exist is created
+	Force bool   // write even when the target is mounted or attached
+	// NewDisk restores to the volume's path even when it names another disk than the volume was
+	// added with (see ErrOtherDisk), and makes that disk the volume's.
+	NewDisk  bool
 	Progress Progress
 }
 
@@ -51,10 +54,10 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		return RestoreStats{}, err
 	}
 	defer d.Close()
-	if !opts.Force && !created {
+	if !opts.NewDisk && !created {
 		// The chain's own disk, by default: not another disk its path names now.
 		if err := checkSameDisk(im.info.Chain, ident, diskIdent(d), d.path); err != nil {
-			return RestoreStats{}, fmt.Errorf("%w (use --force to write anyway)", err)
+			return RestoreStats{}, fmt.Errorf("%w: to restore onto it as the volume's disk from now on, restore with --new-disk", err)
 		}
 	}
 	// A snapshot of the disk being restored must not read it half-restored: restoring onto a
@@ -79,8 +82,9 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		}
 		return st, fmt.Errorf("restore %s to %s: %w (nothing was written)", ref, d.path, err)
 	}
-	if created && opts.To == "" {
-		// The volume's image file was gone and is made again: it is the volume's disk now.
+	if (created || opts.NewDisk) && opts.To == "" {
+		// The volume's image file was gone and is made again, or the user said the disk now at
+		// its path is the volume's: it is the volume's disk now.
 		if err := m.adoptDisk(ctx, im.info.Chain, d); err != nil {
 			return st, fmt.Errorf("restored %s to %s, but %w", ref, d.path, err)
 		}

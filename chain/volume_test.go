@@ -148,6 +148,26 @@ func TestVolumeKeepsToItsDisk(t *testing.T) {
 		t.Fatal("restore onto the adopted disk differs")
 	}
 
+	// Replaced again: --force (which is about disks in use) does not pass, --new-disk restores onto
+	// it and adopts it.
+	if err := os.WriteFile(replacement, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(replacement, path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.m.Restore(ctx, s1.Ref(), RestoreOptions{Force: true}); !errors.Is(err, ErrOtherDisk) ||
+		!strings.Contains(err.Error(), "--new-disk") {
+		t.Fatalf("forced restore onto another disk: %v, want ErrOtherDisk saying --new-disk", err)
+	}
+	if _, err := u.m.Restore(ctx, s1.Ref(), RestoreOptions{NewDisk: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(u.read(path), first) {
+		t.Fatal("restore with --new-disk differs")
+	}
+	u.snap("v", "s4b")
+
 	// A volume from before identities were kept: its next snapshot records its disk's.
 	if err := u.m.st.Update(ctx, func(tx *store.Tx) error {
 		v, err := tx.VolumeByName("v")

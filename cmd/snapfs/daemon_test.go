@@ -528,8 +528,18 @@ func TestVolumeOnAnotherDisk(t *testing.T) {
 	}
 	e.ok("snapshot", "create", "v", "--name", "s2", "--new-disk")
 	e.ok("snapshot", "create", "v", "--name", "s3")
+	// Replaced again: restore --new-disk puts s1 onto it and adopts it.
+	if err := os.WriteFile(replacement, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(replacement, img); err != nil {
+		t.Fatal(err)
+	}
+	e.fails(1, "restore with --new-disk", "restore", "v/s1", "--force")
+	e.ok("restore", "v/s1", "--new-disk")
+	e.ok("snapshot", "create", "v", "--name", "s4")
 	snaps := okJSON[[]chain.Snapshot](e, "snapshot", "ls", "v", "--json")
-	if names := snapNames(snaps); !slices.Equal(names, []string{"s1", "s2", "s3"}) {
+	if names := snapNames(snaps); !slices.Equal(names, []string{"s1", "s2", "s3", "s4"}) {
 		t.Errorf("snapshots: %v", names)
 	}
 }

@@ -53,7 +53,7 @@ type opArgs struct {
 	Refs       []string `json:"refs,omitempty"`        // snapshot.delete, restore, clone, verify
 	To         string   `json:"to,omitempty"`          // restore, clone: absolute path
 	Force      bool     `json:"force,omitempty"`       // restore
-	NewDisk    bool     `json:"new_disk,omitempty"`    // snapshot.create
+	NewDisk    bool     `json:"new_disk,omitempty"`    // snapshot.create, restore
 }
 
 // deleted is what deleting one snapshot freed.
@@ -144,7 +144,7 @@ func (o op) apply(ctx context.Context, m *chain.Manager, progress chain.Progress
 		if len(a.Refs) != 1 {
 			return nil, fmt.Errorf("restore: want one snapshot, got %d", len(a.Refs))
 		}
-		return m.Restore(ctx, a.Refs[0], chain.RestoreOptions{To: a.To, Force: a.Force, Progress: progress})
+		return m.Restore(ctx, a.Refs[0], chain.RestoreOptions{To: a.To, Force: a.Force, NewDisk: a.NewDisk, Progress: progress})
 	case opClone:
 		if len(a.Refs) != 1 {
 			return nil, fmt.Errorf("clone: want one snapshot, got %d", len(a.Refs))

@@ -16,6 +16,7 @@ func restoreCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "to", Usage: "the disk or image file to write (default: the chain's source)"},
 			&cli.BoolFlag{Name: "force", Usage: "write even when the target is mounted or attached"},
+			&cli.BoolFlag{Name: "new-disk", Usage: "the volume's path names another disk than it was added with: restore onto it, as the volume's disk from now on"},
 		},
 		Action: restore,
 	}
@@ -79,7 +80,7 @@ func restore(cCtx *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	o := op{Kind: opRestore, Args: opArgs{Refs: []string{ref}, To: to, Force: cCtx.Bool("force")}}
+	o := op{Kind: opRestore, Args: opArgs{Refs: []string{ref}, To: to, Force: cCtx.Bool("force"), NewDisk: cCtx.Bool("new-disk")}}
 	progress, done := progressBar(cCtx, "restore", false)
 	st, err := runOp[chain.RestoreStats](cCtx.Context, dir, o, progress)
 	done()
