@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -347,5 +348,35 @@ func TestSnapshotDuringRestore(t *testing.T) {
 	}
 	if !bytes.Equal(readImage(t, u.m, taken.Ref()), want) {
 		t.Fatal("a snapshot taken during a restore holds a half-restored disk")
+	}
+}
+
+// TestRemoveVolumeBesideFirstSnapshot removes a volume while its first snapshot starts: either the
+// snapshot is taken first and its chain stays, whole, or it fails saying the volume is gone.
+func TestRemoveVolumeBesideFirstSnapshot(t *testing.T) {
+	ctx := context.Background()
+	u := newUnit(t, Options{})
+	for i := range 30 {
+		name := fmt.Sprintf("v%d", i)
+		path := u.disk(name, 1<<20)
+		u.write(path, 0, u.random(1<<20))
+		var wg sync.WaitGroup
+		var snapErr, rmErr error
+		var s Snapshot
+		wg.Go(func() { s, snapErr = u.m.CreateSnapshot(ctx, name, CreateOptions{Name: "first"}) })
+		wg.Go(func() { rmErr = u.m.RemoveVolume(ctx, name) })
+		wg.Wait()
+		if rmErr != nil {
+			t.Fatalf("remove %s: %v", name, rmErr)
+		}
+		switch {
+		case snapErr == nil:
+			if !bytes.Equal(readImage(t, u.m, s.Ref()), u.read(path)) {
+				t.Fatalf("snapshot of %s taken before its removal reads wrong", name)
+			}
+		case errors.Is(snapErr, ErrNotFound) && strings.Contains(snapErr.Error(), "volume "+name):
+		default:
+			t.Fatalf("snapshot of %s beside its removal: %v, want success or the volume not found", name, snapErr)
+		}
 	}
 }

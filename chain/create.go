@@ -114,6 +114,9 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 func (m *Manager) chainFor(ctx context.Context, vol store.Volume) (store.Chain, error) {
 	var c store.Chain
 	err := m.st.Update(ctx, func(tx *store.Tx) error {
+		if _, err := tx.VolumeByID(vol.ID); errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("volume %s: %w (removed as its snapshot began)", vol.Name, ErrNotFound)
+		}
 		var err error
 		c, err = tx.ChainByVolume(vol.ID)
 		if !errors.Is(err, ErrNotFound) {
@@ -172,6 +175,10 @@ type createJob struct {
 // begin loads the newest snapshot's chunk map and records the new snapshot, invisible, as creating.
 func (j *createJob) begin(ctx context.Context, vol store.Volume, name string, now time.Time) error {
 	return j.m.st.Update(ctx, func(tx *store.Tx) error {
+		if _, err := tx.VolumeByID(vol.ID); errors.Is(err, ErrNotFound) {
+			// Removed since the snapshot looked it up, with the chain it had just started.
+			return fmt.Errorf("volume %s: %w (removed as its snapshot began)", vol.Name, ErrNotFound)
+		}
 		snaps, err := tx.Snapshots(j.chain.ID, "")
 		if err != nil {
 			return err

@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -113,6 +114,26 @@ func noOtherSystemDisk(tx *store.Tx, instance string) error {
 // RemoveVolume forgets a disk. The disk itself is not touched, and its chain and snapshots stay; a
 // chain left with no snapshot goes with the volume.
 func (m *Manager) RemoveVolume(ctx context.Context, name string) error {
+	// A snapshot of the volume running now ends first: its chain is not dropped from under it.
+	var chainID int64
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		v, err := tx.VolumeByName(name)
+		if err != nil {
+			return err
+		}
+		if c, err := tx.ChainByVolume(v.ID); err == nil {
+			chainID = c.ID
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if chainID != 0 {
+		defer m.lockChain(chainID)()
+	}
 	return m.st.Update(ctx, func(tx *store.Tx) error {
 		v, err := tx.VolumeByName(name)
 		if err != nil {
