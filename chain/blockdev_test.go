@@ -433,8 +433,8 @@ func TestLoopDeviceKeepsToItsFile(t *testing.T) {
 }
 
 // TestDeleteWhoseSpaceCannotBeReturned: a delete whose punches fail after its commit (here the pack
-// files are made immutable) has deleted the snapshot: it reports success with a warning, is not run
-// again, and gc returns the space once it can.
+// files are made immutable) has deleted the snapshot: it reports success with a warning, the other
+// snapshots read right, and gc returns the space once it can.
 func TestDeleteWhoseSpaceCannotBeReturned(t *testing.T) {
 	requireRoot(t, "chattr")
 	ctx := context.Background()

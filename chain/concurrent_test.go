@@ -352,7 +352,8 @@ func TestSnapshotDuringRestore(t *testing.T) {
 }
 
 // TestRemoveVolumeBesideFirstSnapshot removes a volume while its first snapshot starts: either the
-// snapshot is taken first and its chain stays, whole, or it fails saying the volume is gone.
+// snapshot is taken (the removal leaving its chain, whole), or it fails saying the volume is gone;
+// never another error.
 func TestRemoveVolumeBesideFirstSnapshot(t *testing.T) {
 	ctx := context.Background()
 	u := newUnit(t, Options{})

@@ -68,8 +68,10 @@ func blockIdent(sys string) string {
 		return strings.TrimSpace(string(b))
 	}
 	if u := read("dm/uuid"); u != "" {
-		if f := strings.SplitN(u, "-", 4); f[0] == "CRYPT" && len(f) == 4 {
-			u = strings.Join(f[:3], "-") // CRYPT-TYPE-UUID-NAME: the mapping's name is the opener's choice
+		if f := strings.SplitN(u, "-", 4); len(f) == 4 && f[0] == "CRYPT" && luksUUID.MatchString(f[2]) {
+			// CRYPT-TYPE-UUID-NAME: the mapping's name is the opener's choice. Without a UUID
+			// (CRYPT-PLAIN-NAME) the name is all there is, and stays.
+			u = strings.Join(f[:3], "-")
 		}
 		return "dm " + u
 	}
@@ -106,6 +108,9 @@ func blockIdent(sys string) string {
 	}
 	return ""
 }
+
+// luksUUID matches the UUID cryptsetup puts in a mapping's device-mapper UUID: 32 hex digits.
+var luksUUID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // bornRE matches the birth time in an identity.
 var bornRE = regexp.MustCompile(` born [0-9.]+`)

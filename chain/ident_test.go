@@ -50,7 +50,9 @@ func TestBlockIdent(t *testing.T) {
 		want  string
 	}{
 		{"LVM volume", map[string]string{"dm/uuid": "LVM-abcdef"}, "", "dm LVM-abcdef"},
-		{"LUKS, opened under any name", map[string]string{"dm/uuid": "CRYPT-LUKS2-0123abcd-luks-0123"}, "", "dm CRYPT-LUKS2-0123abcd"},
+		{"LUKS, opened under any name", map[string]string{"dm/uuid": "CRYPT-LUKS2-0123456789abcdef0123456789abcdef-luks-0123"}, "",
+			"dm CRYPT-LUKS2-0123456789abcdef0123456789abcdef"},
+		{"plain dm-crypt: its name is all there is", map[string]string{"dm/uuid": "CRYPT-PLAIN-crypt-home"}, "", "dm CRYPT-PLAIN-crypt-home"},
 		{"disk with a WWID", map[string]string{"device/wwid": "naa.5000c500a1b2c3d4", "device/serial": "X"}, "", "disk naa.5000c500a1b2c3d4"},
 		{"virtio disk with a serial", map[string]string{"serial": "vol-0abc"}, "", "disk vol-0abc"},
 		{"partition of a disk with a serial", map[string]string{"serial": "vol-0abc", "vda1/partition": "1"}, "vda1", "disk vol-0abc partition 1"},

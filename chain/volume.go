@@ -2,7 +2,6 @@ package chain
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -114,26 +113,8 @@ func noOtherSystemDisk(tx *store.Tx, instance string) error {
 // RemoveVolume forgets a disk. The disk itself is not touched, and its chain and snapshots stay; a
 // chain left with no snapshot goes with the volume.
 func (m *Manager) RemoveVolume(ctx context.Context, name string) error {
-	// A snapshot of the volume running now ends first: its chain is not dropped from under it.
-	var chainID int64
-	err := m.st.View(ctx, func(tx *store.Tx) error {
-		v, err := tx.VolumeByName(name)
-		if err != nil {
-			return err
-		}
-		if c, err := tx.ChainByVolume(v.ID); err == nil {
-			chainID = c.ID
-		} else if !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if chainID != 0 {
-		defer m.lockChain(chainID)()
-	}
+	// A snapshot of the volume running meanwhile keeps its chain (its row, creating, counts) and
+	// ends as it would; one just starting finds the volume gone and says so (see chainFor, begin).
 	return m.st.Update(ctx, func(tx *store.Tx) error {
 		v, err := tx.VolumeByName(name)
 		if err != nil {
