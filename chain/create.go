@@ -114,8 +114,8 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 func (m *Manager) chainFor(ctx context.Context, vol store.Volume) (store.Chain, error) {
 	var c store.Chain
 	err := m.st.Update(ctx, func(tx *store.Tx) error {
-		if _, err := tx.VolumeByID(vol.ID); errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("volume %s: %w (removed as its snapshot began)", vol.Name, ErrNotFound)
+		if err := volumeStillThere(tx, vol); err != nil {
+			return err
 		}
 		var err error
 		c, err = tx.ChainByVolume(vol.ID)
@@ -175,9 +175,8 @@ type createJob struct {
 // begin loads the newest snapshot's chunk map and records the new snapshot, invisible, as creating.
 func (j *createJob) begin(ctx context.Context, vol store.Volume, name string, now time.Time) error {
 	return j.m.st.Update(ctx, func(tx *store.Tx) error {
-		if _, err := tx.VolumeByID(vol.ID); errors.Is(err, ErrNotFound) {
-			// Removed since the snapshot looked it up, with the chain it had just started.
-			return fmt.Errorf("volume %s: %w (removed as its snapshot began)", vol.Name, ErrNotFound)
+		if err := volumeStillThere(tx, vol); err != nil {
+			return err
 		}
 		snaps, err := tx.Snapshots(j.chain.ID, "")
 		if err != nil {
@@ -830,7 +829,7 @@ func (m *Manager) discardAbandoned(ctx context.Context) error {
 // make room for the transaction that frees the space.
 func (m *Manager) discardSnapshot(ctx context.Context, id int64) error {
 	err := m.withRoom(func() error { return m.discardOnce(ctx, id) })
-	if fe := (*store.FreeError)(nil); errors.As(err, &fe) {
+	if store.Committed(err) {
 		return nil // discarded; what its records took, gc returns
 	}
 	return err

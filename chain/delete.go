@@ -77,8 +77,7 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) (DeleteStats, 
 // anything is freed).
 func (m *Manager) withRoom(fn func() error) error {
 	err := fn()
-	var committed *store.FreeError
-	if err != nil && store.IsFull(err) && !errors.As(err, &committed) && m.st.ReleaseReserve() {
+	if err != nil && store.IsFull(err) && !store.Committed(err) && m.st.ReleaseReserve() {
 		err = fn()
 	}
 	return err
@@ -93,8 +92,8 @@ func (m *Manager) withRoom(fn func() error) error {
 func (m *Manager) finishDelete(ctx context.Context, id int64) (DeleteStats, error) {
 	var st DeleteStats
 	err := m.withRoom(func() error { return m.mergeAway(ctx, id, &st) })
-	if fe := (*store.FreeError)(nil); errors.As(err, &fe) {
-		st.Warning, err = fe.Error(), nil
+	if store.Committed(err) {
+		st.Warning, err = err.Error(), nil
 	}
 	if err != nil {
 		return DeleteStats{}, fmt.Errorf("delete snapshot %d: %w", id, err)

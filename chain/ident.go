@@ -19,7 +19,7 @@ func diskIdent(d *disk) string {
 	if !d.block {
 		return fileIdent(d.path)
 	}
-	return blockIdent(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(d.st.Rdev), unix.Minor(d.st.Rdev)))
+	return blockIdent(sysBlock(d.st.Rdev))
 }
 
 // Filesystems whose inode numbers stay with a file for its life, across remounts and boots (FAT,
@@ -77,11 +77,9 @@ func blockIdent(sys string) string {
 	}
 	if f := read("loop/backing_file"); f != "" {
 		var id string
-		if st, err := os.Stat(f); err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0 {
-			var ust unix.Stat_t
-			if unix.Stat(f, &ust) == nil {
-				id = blockIdent(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(ust.Rdev), unix.Minor(ust.Rdev)))
-			}
+		var st unix.Stat_t
+		if unix.Stat(f, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			id = blockIdent(sysBlock(st.Rdev))
 		} else {
 			id = fileIdent(f)
 		}

@@ -111,25 +111,16 @@ func (m *Manager) adoptDisk(ctx context.Context, chainName string, d *disk) erro
 // a chain.
 func (m *Manager) chainOfDisk(ctx context.Context, d *disk) (chainID int64, ok bool, err error) {
 	err = m.st.View(ctx, func(tx *store.Tx) error {
-		vs, err := tx.Volumes()
-		if err != nil {
+		v, found, err := volumeOfDisk(tx, d)
+		if err != nil || !found {
 			return err
 		}
-		for _, v := range vs {
-			if _, st, err := statDisk(v.Source); err != nil || !sameDisk(st, d.st) {
-				continue
-			}
-			c, err := tx.ChainByVolume(v.ID)
-			if errors.Is(err, ErrNotFound) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			chainID, ok = c.ID, true
+		c, err := tx.ChainByVolume(v.ID)
+		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
-		return nil
+		chainID, ok = c.ID, err == nil
+		return err
 	})
 	return chainID, ok, err
 }

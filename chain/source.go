@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"unsafe"
 
@@ -225,14 +226,14 @@ func unwrapPath(err error) error {
 // image file attached to a loop device. It returns "" when the disk is free.
 func inUse(d *disk) string {
 	if d.block {
-		if mp := mountedDevice(d.st.Rdev); mp != "" {
+		mounts, _ := MountTable()
+		if mp := mountedDevice(mounts, devNumber(d.st.Rdev)); mp != "" {
 			return "mounted at " + mp
 		}
-		if part, mp := mountedPartition(d.st.Rdev); mp != "" {
+		if part, mp := mountedPartition(mounts, d.st.Rdev); mp != "" {
 			return "partitioned, " + part + " mounted at " + mp
 		}
-		maj, min := unix.Major(d.st.Rdev), unix.Minor(d.st.Rdev)
-		if holders, _ := os.ReadDir(fmt.Sprintf("/sys/dev/block/%d:%d/holders", maj, min)); len(holders) > 0 {
+		if holders, _ := os.ReadDir(filepath.Join(sysBlock(d.st.Rdev), "holders")); len(holders) > 0 {
 			return "held by " + holders[0].Name()
 		}
 		return ""
@@ -243,12 +244,16 @@ func inUse(d *disk) string {
 	return ""
 }
 
-// mountedDevice returns a mount point of the block device rdev, or "".
-func mountedDevice(rdev uint64) string {
-	mounts, _ := MountTable()
-	want := fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev))
+// devNumber is a device number as the mount table and sysfs write it, "MAJOR:MINOR".
+func devNumber(rdev uint64) string { return fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev)) }
+
+// sysBlock is the sysfs directory of the block device rdev.
+func sysBlock(rdev uint64) string { return "/sys/dev/block/" + devNumber(rdev) }
+
+// mountedDevice returns a mount point of the block device numbered dev ("MAJOR:MINOR"), or "".
+func mountedDevice(mounts []MountEntry, dev string) string {
 	for _, e := range mounts {
-		if e.Dev == want {
+		if e.Dev == dev {
 			return e.Dir
 		}
 	}
@@ -256,8 +261,8 @@ func mountedDevice(rdev uint64) string {
 }
 
 // mountedPartition returns a partition of the block device rdev that is mounted, and where, or "".
-func mountedPartition(rdev uint64) (part, mountpoint string) {
-	dir := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev))
+func mountedPartition(mounts []MountEntry, rdev uint64) (part, mountpoint string) {
+	dir := sysBlock(rdev)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if _, err := os.Stat(filepath.Join(dir, e.Name(), "partition")); err != nil {
@@ -267,11 +272,7 @@ func mountedPartition(rdev uint64) (part, mountpoint string) {
 		if err != nil {
 			continue
 		}
-		var maj, min uint32
-		if _, err := fmt.Sscanf(string(dev), "%d:%d", &maj, &min); err != nil {
-			continue
-		}
-		if mp := mountedDevice(unix.Mkdev(maj, min)); mp != "" {
+		if mp := mountedDevice(mounts, strings.TrimSpace(string(dev))); mp != "" {
 			return "/dev/" + e.Name(), mp
 		}
 	}

@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -84,15 +85,32 @@ func (m *Manager) AddVolume(ctx context.Context, spec VolumeSpec) (Volume, error
 // notRegistered refuses a disk that a volume already names, under whatever path: two volumes of one
 // disk would make two chains that each claim to be its history.
 func notRegistered(tx *store.Tx, d *disk) error {
-	vs, err := tx.Volumes()
-	if err != nil {
+	v, ok, err := volumeOfDisk(tx, d)
+	if err != nil || !ok {
 		return err
 	}
+	return fmt.Errorf("source %s: %w: it is volume %s", d.path, ErrExists, v.Name)
+}
+
+// volumeOfDisk finds the volume whose source is the disk d, under whatever path.
+func volumeOfDisk(tx *store.Tx, d *disk) (store.Volume, bool, error) {
+	vs, err := tx.Volumes()
+	if err != nil {
+		return store.Volume{}, false, err
+	}
 	for _, v := range vs {
-		_, st, err := statDisk(v.Source)
-		if err == nil && sameDisk(st, d.st) {
-			return fmt.Errorf("source %s: %w: it is volume %s", d.path, ErrExists, v.Name)
+		if _, st, err := statDisk(v.Source); err == nil && sameDisk(st, d.st) {
+			return v, true, nil
 		}
+	}
+	return store.Volume{}, false, nil
+}
+
+// volumeStillThere says, in a transaction of a snapshot of vol, that vol was removed since the
+// snapshot looked it up (with the chain it may have just started).
+func volumeStillThere(tx *store.Tx, vol store.Volume) error {
+	if _, err := tx.VolumeByID(vol.ID); errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("volume %s: %w (removed as its snapshot began)", vol.Name, ErrNotFound)
 	}
 	return nil
 }

@@ -286,7 +286,7 @@ func (b *packBackend) reuseNewestLocked(ctx context.Context) (bool, error) {
 	}
 	if fi.Size() > committed {
 		// Best effort, as gc's punching of the same bytes would be: nothing references them.
-		b.punchLocked(f, Extent{Pack: id, Offset: committed, Len: fi.Size() - committed})
+		b.punchFile(f, Extent{Pack: id, Offset: committed, Len: fi.Size() - committed})
 	}
 	b.setCurrentLocked(id, f, fi.Size())
 	return true, nil
@@ -356,13 +356,13 @@ func (b *packBackend) punch(e Extent) error {
 	if err != nil {
 		return fmt.Errorf("open pack %d: %w", e.Pack, err)
 	}
-	return b.punchLocked(f, e)
+	return b.punchFile(f, e)
 }
 
-// punchLocked punches e in f, pack e.Pack's open file; the caller need not hold b.mu. The call holds
+// punchFile punches e in f, pack e.Pack's open file; the caller need not hold b.mu. The call holds
 // f's descriptor through the runtime (SyscallConn), so that a removeIfEmpty closing f meanwhile
 // cannot hand the number to another file before the punch: the punch would hole that file.
-func (b *packBackend) punchLocked(f *os.File, e Extent) error {
+func (b *packBackend) punchFile(f *os.File, e Extent) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("punch pack %d: %w", e.Pack, err)
@@ -391,26 +391,15 @@ func (b *packBackend) removeIfEmpty(ctx context.Context, id int64) error {
 	b.removing[id] = true
 	b.mu.Unlock()
 
-	// Only appending to the pack could add a chunk to it, and it is not picked while removing.
-	res, err := b.db.ExecContext(ctx, `
-		DELETE FROM packs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack_id = ?)`, id, id)
-	var n int64
-	if err == nil {
-		n, err = res.RowsAffected()
-	}
+	// Only appending to the pack could add a chunk to it, and it is not picked while removing: what
+	// the check finds stays true until the row and the file are gone.
+	empty, err := b.forgetIfEmpty(ctx, id)
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.removing, id)
-	if err != nil {
-		return fmt.Errorf("forget empty pack %d: %w", id, err)
-	}
-	if n == 0 {
-		var known bool
-		if err := b.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM packs WHERE id = ?)`, id).Scan(&known); err != nil || known {
-			return err // in use, or unknown: its row stays, and so does its file
-		}
-		// No row: a pack file whose records never committed, which nothing reads.
+	if err != nil || !empty {
+		return err
 	}
 	b.highID = max(b.highID, id)
 	if f, ok := b.files[id]; ok {
@@ -421,6 +410,22 @@ func (b *packBackend) removeIfEmpty(ctx context.Context, id int64) error {
 		return fmt.Errorf("remove empty pack %d: %w", id, err)
 	}
 	return nil
+}
+
+// forgetIfEmpty deletes pack id's row (if it has one) when no chunk lives in it, and reports whether
+// it was empty.
+func (b *packBackend) forgetIfEmpty(ctx context.Context, id int64) (bool, error) {
+	var used bool
+	if err := b.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM chunks WHERE pack_id = ?)`, id).Scan(&used); err != nil {
+		return false, fmt.Errorf("check pack %d: %w", id, err)
+	}
+	if used {
+		return false, nil
+	}
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM packs WHERE id = ?`, id); err != nil {
+		return false, fmt.Errorf("forget empty pack %d: %w", id, err)
+	}
+	return true, nil
 }
 
 func (b *packBackend) Close() error {

@@ -252,6 +252,13 @@ func (e *FreeError) Error() string {
 
 func (e *FreeError) Unwrap() error { return e.Err }
 
+// Committed reports whether err, from Update, comes after its transaction committed (a FreeError):
+// the work is done and must not be run again.
+func Committed(err error) bool {
+	var fe *FreeError
+	return errors.As(err, &fe)
+}
+
 // uncommitted returns the extents that no committed chunk row covers; on doubt, none.
 func (s *Store) uncommitted(exts []Extent) []Extent {
 	var out []Extent
