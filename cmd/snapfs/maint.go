@@ -20,7 +20,7 @@ func verifyCommand() *cli.Command {
 func gcCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "gc",
-		Usage:  "reclaim stored space nothing refers to",
+		Usage:  "roll back unfinished snapshots, reclaim stored space nothing refers to",
 		Action: gc,
 	}
 }
@@ -82,5 +82,9 @@ func gc(cCtx *cli.Context) error {
 	}
 	fmt.Fprintf(cCtx.App.Writer, "gc: freed %d chunks, reclaimed %s, removed %d pack files, rolled back %d unfinished snapshots\n",
 		st.ChunksFreed, humanSize(st.ReclaimedBytes), st.RemovedPacks, st.SnapshotsUndone)
+	if st.DataBytesRecorded > 0 {
+		fmt.Fprintf(cCtx.App.Writer, "gc: recorded the data size of %d snapshots made by an earlier snapfs\n",
+			st.DataBytesRecorded)
+	}
 	return nil
 }
