@@ -106,6 +106,9 @@ func (b *packBackend) fileLocked(id int64) (*os.File, error) {
 }
 
 func (b *packBackend) Read(ctx context.Context, dst []byte, c Chunk, deep bool) ([]byte, error) {
+	if err := checkLocation(c); err != nil {
+		return nil, err
+	}
 	f, err := b.readFile(c)
 	if err != nil {
 		return nil, fmt.Errorf("open pack %d: %w", c.Pack, err)
@@ -125,6 +128,17 @@ func (b *packBackend) Read(ctx context.Context, dst []byte, c Chunk, deep bool) 
 		return nil, fmt.Errorf("read pack %d: %w", c.Pack, err)
 	}
 	return decodeRecord(dst, rec, c.Hash, int(c.Size), deep)
+}
+
+// checkLocation refuses a chunk row whose sizes or offset no record can have: SQLite keeps no
+// checksums, and a damaged row must fail as corrupt, not size a buffer.
+func checkLocation(c Chunk) error {
+	if c.Offset < 0 || c.Size < 0 || c.Size > MaxChunkSize ||
+		c.StoredSize < HeaderSize || c.StoredSize > RecordLen(MaxChunkSize) {
+		return fmt.Errorf("%w: chunk %d: impossible location (pack %d, offset %d, size %d, stored %d)",
+			ErrCorrupt, c.ID, c.Pack, c.Offset, c.Size, c.StoredSize)
+	}
+	return nil
 }
 
 // readFile returns the descriptor to read chunk c from. A record of the current pack not yet written
@@ -281,14 +295,19 @@ func (b *packBackend) reuseNewestLocked(ctx context.Context) (bool, error) {
 		return false, nil // a pack that cannot be opened is not appended to; a new one is started
 	}
 	fi, err := f.Stat()
-	if err != nil || fi.Size() >= PackRollSize {
+	if err != nil || fi.Size() >= PackRollSize || fi.Size() < committed {
+		// A pack shorter than its committed records has lost its tail (reads of those records
+		// fail): appending at its end would put new records where those rows point, and freeing
+		// them would punch the new ones. It is left as it is for verify to report.
 		return false, nil
 	}
 	if fi.Size() > committed {
 		// Best effort, as gc's punching of the same bytes would be: nothing references them.
 		b.punchFile(f, Extent{Pack: id, Offset: committed, Len: fi.Size() - committed})
 	}
-	b.setCurrentLocked(id, f, fi.Size())
+	// From a whole block, as every record starts: a writer killed part-way through a buffered
+	// write can leave the file's size anywhere.
+	b.setCurrentLocked(id, f, (fi.Size()+RecordAlign-1)/RecordAlign*RecordAlign)
 	return true, nil
 }
 
@@ -402,6 +421,9 @@ func (b *packBackend) removeIfEmpty(ctx context.Context, id int64) error {
 		return err
 	}
 	b.highID = max(b.highID, id)
+	// A pack a rolled-back transaction appended to is still marked for the next Sync, which must
+	// not try to open it now that it is gone: no record in it needs syncing.
+	delete(b.dirty, id)
 	if f, ok := b.files[id]; ok {
 		f.Close()
 		delete(b.files, id)

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"sync"
 
-	_ "github.com/mattn/go-sqlite3" // SQLite driver
+	"github.com/mattn/go-sqlite3"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,6 +45,12 @@ type Store struct {
 	lock     *os.File
 	chunks   Backend
 
+	// writing is held by the one Update running: appended records are staged per backend, not per
+	// transaction, so a second appender must wait for the first to commit or abort. SQLite's write
+	// lock cannot stand in for it: database/sql rolls a transaction back, releasing that lock, the
+	// moment its context is cancelled, while fn still runs.
+	writing chan struct{}
+
 	heldMu   sync.Mutex
 	heldStmt *sql.Stmt // see Held; prepared on first use
 }
@@ -52,7 +58,7 @@ type Store struct {
 // Open opens the store in dir. A writer (not ReadOnly) creates the store when absent and holds an
 // exclusive lock until Close; a second writer gets ErrLocked.
 func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
-	s := &Store{dir: dir, readOnly: opts.ReadOnly}
+	s := &Store{dir: dir, readOnly: opts.ReadOnly, writing: make(chan struct{}, 1)}
 	if opts.ReadOnly {
 		if _, err := os.Stat(filepath.Join(dir, "meta.db")); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("open store %s: %w", dir, ErrNoStore)
@@ -203,11 +209,16 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if s.readOnly {
 		return errors.New("store opened read-only")
 	}
-	sqlTx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin transaction: %w", sayFull(err))
+	select {
+	case s.writing <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
 	}
-	tx := &Tx{tx: sqlTx, s: s, ctx: ctx}
+	tx, err := s.begin(ctx)
+	if err != nil {
+		<-s.writing
+		return err
+	}
 	err = fn(tx)
 	if err == nil && len(tx.appended) > 0 {
 		if err = s.chunks.Sync(); err != nil {
@@ -215,20 +226,24 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		}
 	}
 	if err != nil {
-		// While the transaction still holds the write lock: no other one appends meanwhile.
+		// While this is the one Update running: no other one appends meanwhile.
 		s.chunks.Abort()
-		sqlTx.Rollback()
+		tx.tx.Rollback()
 		s.chunks.Settle(tx.appended)
+		<-s.writing
 		// Records no committed row references are garbage: give their space back now.
 		s.chunks.Free(context.WithoutCancel(ctx), tx.appended)
 		return sayFull(err)
 	}
-	err = sqlTx.Commit()
+	err = tx.tx.Commit()
 	s.chunks.Settle(tx.appended)
+	<-s.writing
 	if err != nil {
-		// Whether a failed COMMIT left anything committed is for the database to say: punch only
-		// records that no committed row covers.
-		s.chunks.Free(context.WithoutCancel(ctx), s.uncommitted(tx.appended))
+		if !commitMayHaveLanded(err) {
+			// Whether a failed COMMIT left anything committed is for the database to say: punch
+			// only records that no committed row covers.
+			s.chunks.Free(context.WithoutCancel(ctx), s.uncommitted(tx.appended))
+		}
 		return fmt.Errorf("commit: %w", sayFull(err))
 	}
 	// Punching only after the commit: a crash before it leaves the records referenced and intact.
@@ -239,6 +254,26 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		}
 	}
 	return nil
+}
+
+// begin starts Update's SQL transaction. Not with ctx itself: database/sql would roll the
+// transaction back from another goroutine when ctx is cancelled, while fn may still be appending;
+// the statements fn runs still stop on ctx, and Update rolls back when fn returns.
+func (s *Store) begin(ctx context.Context) (*Tx, error) {
+	sqlTx, err := s.db.BeginTx(context.WithoutCancel(ctx), nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin transaction: %w", sayFull(err))
+	}
+	return &Tx{tx: sqlTx, s: s, ctx: ctx}, nil
+}
+
+// commitMayHaveLanded reports whether a failed COMMIT may still have made its transaction durable:
+// an I/O error writing or syncing the WAL can leave a whole commit frame in it, which the next open
+// replays even though this connection saw the transaction roll back. Records it references must
+// then stay as they are; gc punches them if the transaction did not land after all.
+func commitMayHaveLanded(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrIoErr
 }
 
 // FreeError is what Update returns when its transaction committed but the space it freed could not
