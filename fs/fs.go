@@ -26,12 +26,17 @@ import (
 	"github.com/snapfs/snapfs/chain"
 )
 
-// Cache lifetimes the kernel is told. Images never change, so their names and attributes are cached
-// long; everything else is asked for again (almost) every time.
+// Cache lifetimes the kernel is told. An image never changes and its inode number is never given to
+// another, so its attributes are cached long. Its name is not cached at all: a listing loaded before
+// a delete, or a lookup under way during one, hands the kernel the name again after SnapshotDeleted
+// made it forget it, and a cached name would then open the deleted snapshot, or fail to open one made
+// again under that name, until the entry timed out. Everything else is asked for again (almost)
+// every time.
 const (
-	imageTimeout = time.Hour
-	dirTimeout   = time.Second
-	fileTimeout  = 0
+	imageEntryTimeout = 0
+	imageAttrTimeout  = time.Hour
+	dirTimeout        = time.Second
+	fileTimeout       = 0
 )
 
 // Options tune a file system.
@@ -104,11 +109,12 @@ func (f *FS) errno(op string, err error) syscall.Errno {
 	return syscall.EIO
 }
 
-// SnapshotDeleted makes the kernel forget the image of a snapshot deleted while mounted, which it
-// would otherwise keep finding for up to an hour. Files already open on the image go on reading it.
-// It returns at once: the kernel is told from another goroutine, since telling it from inside a file
-// operation would deadlock. The channel it returns is closed once the kernel has been told; callers
-// outside file operations may wait on it so that the image is gone when they report the delete.
+// SnapshotDeleted makes the kernel forget the image of a snapshot deleted while mounted. Its name is
+// looked up afresh on every use anyway; this drops the dentry the kernel keeps for it.
+// Files already open on the image go on reading it. It returns at once: the kernel is told from
+// another goroutine, since telling it from inside a file operation would deadlock. The channel it
+// returns is closed once the kernel has been told; callers outside file operations may wait on it so
+// that the image is gone when they report the delete.
 func (f *FS) SnapshotDeleted(chainName, name string) <-chan struct{} {
 	return f.forget(name+imageSuffix, "chains", chainName)
 }
