@@ -1,10 +1,12 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -63,17 +65,32 @@ func (n *ctlNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAt
 	return getattr(ctx, n, out)
 }
 
-// Open opens the file; writes go straight to Write.
+// Open opens the file. Each open has its own buffer of what was written to it, so that a command
+// may come in several writes.
 func (n *ctlNode) Open(context.Context, uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	return &ctlHandle{n: n}, fuse.FOPEN_DIRECT_IO, 0
 }
 
-// ctlHandle is an open ctl file.
-type ctlHandle struct{ n *ctlNode }
+// maxCommand bounds a command, newline included. A command is a few dozen bytes; a writer that never
+// ends its line must not make the daemon hold all it writes.
+const maxCommand = 4 << 10
+
+// ctlHandle is an open ctl file. A command runs when the write that ends its line comes, so that a
+// command written in pieces ("snapshot " then "nightly\n") runs whole, once; a last line left
+// without a newline runs when the file is closed.
+type ctlHandle struct {
+	n *ctlNode
+
+	mu      sync.Mutex
+	pending []byte // the start of a command whose newline has not been written yet
+}
 
 var (
-	_ gofs.FileWriter = (*ctlHandle)(nil)
-	_ gofs.FileReader = (*ctlHandle)(nil)
+	_ gofs.FileWriter   = (*ctlHandle)(nil)
+	_ gofs.FileReader   = (*ctlHandle)(nil)
+	_ gofs.FileFlusher  = (*ctlHandle)(nil)
+	_ gofs.FileFsyncer  = (*ctlHandle)(nil)
+	_ gofs.FileReleaser = (*ctlHandle)(nil)
 )
 
 // Read returns the usage.
@@ -84,23 +101,104 @@ func (h *ctlHandle) Read(_ context.Context, dest []byte, off int64) (fuse.ReadRe
 	return fuse.ReadResultData([]byte(ctlUsage[off:min(int64(len(ctlUsage)), off+int64(len(dest)))])), 0
 }
 
-// Write runs one command; it returns once the command is accepted, and fails with EINVAL (status
-// saying why) when it is not.
+// Write adds data to what was written before it. When data ends a line, the command on it runs:
+// Write returns once the command is accepted, and fails with EINVAL (status saying why) when it is
+// not, keeping nothing of data. A write may end one command only.
 func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, syscall.Errno) {
-	f, volume := h.n.fsys, h.n.volume
-	name, err := parseCommand(string(data))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	end := bytes.IndexByte(data, '\n')
+	if end < 0 {
+		if len(h.pending)+len(data) > maxCommand {
+			h.pending = nil
+			return 0, h.refuse("", data, errTooLong)
+		}
+		h.pending = append(h.pending, data...)
+		return uint32(len(data)), 0
+	}
+	cmd, rest := append(h.pending, data[:end+1]...), data[end+1:]
+	h.pending = nil
+	switch {
+	case len(cmd) > maxCommand || len(rest) > maxCommand:
+		return 0, h.refuse("", data, errTooLong)
+	case bytes.IndexByte(rest, '\n') >= 0:
+		// Two commands at once cannot both start (one snapshot of a volume runs at a time), and
+		// running the first would leave the caller unable to tell what failed.
+		return 0, h.refuse("", data, fmt.Errorf("%w: one command per write", errBadCommand))
+	}
+	if errno := h.run(ctx, cmd); errno != 0 {
+		return 0, errno
+	}
+	h.pending = append(h.pending, rest...) // data is go-fuse's buffer, used again once Write returns
+	return uint32(len(data)), 0
+}
+
+// Flush runs a last command written without its newline, as closing the file ends its line. Its
+// refusal fails the close with EINVAL, status saying why.
+func (h *ctlHandle) Flush(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.runPending(ctx)
+}
+
+// Fsync succeeds, with nothing to write out: a command runs when its line ends. (Without it go-fuse
+// answers ENOTSUP, and a program that writes a command, flushes and fsyncs would report a failure
+// of a snapshot already started.)
+func (h *ctlHandle) Fsync(context.Context, uint32) syscall.Errno { return 0 }
+
+// Release runs a command left without its newline that no Flush ran. Nothing hears of a refusal
+// then but status and the log.
+func (h *ctlHandle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.runPending(ctx)
+	return 0
+}
+
+// runPending runs the unterminated command, if any.
+func (h *ctlHandle) runPending(ctx context.Context) syscall.Errno {
+	if len(h.pending) == 0 {
+		return 0
+	}
+	cmd := h.pending
+	h.pending = nil
+	return h.run(ctx, cmd)
+}
+
+// errTooLong refuses a command longer than maxCommand.
+var errTooLong = fmt.Errorf("%w: longer than %d bytes", errBadCommand, maxCommand)
+
+// run runs one command.
+func (h *ctlHandle) run(ctx context.Context, cmd []byte) syscall.Errno {
+	name, err := parseCommand(string(cmd))
 	if err == nil {
-		name, err = f.startSnapshot(uninterrupted(ctx), volume, name)
+		name, err = h.n.fsys.startSnapshot(uninterrupted(ctx), h.n.volume, name)
 	}
 	if err != nil {
-		f.jobs.refuse(volume, name, err, time.Now())
-		f.log.Printf("volumes/%s/ctl: %q refused: %v", volume, strings.TrimSpace(string(data)), err)
-		if errors.Is(err, chain.ErrNotFound) {
-			return 0, syscall.ENOENT
-		}
-		return 0, syscall.EINVAL
+		return h.refuse(name, cmd, err)
 	}
-	return uint32(len(data)), 0
+	return 0
+}
+
+// refuse records in status why cmd, which would have been called name, was refused, and returns
+// the errno to fail the write or close with.
+func (h *ctlHandle) refuse(name string, cmd []byte, err error) syscall.Errno {
+	f, volume := h.n.fsys, h.n.volume
+	f.jobs.refuse(volume, name, err, time.Now())
+	f.log.Printf("volumes/%s/ctl: %s refused: %v", volume, logged(cmd), err)
+	if errors.Is(err, chain.ErrNotFound) {
+		return syscall.ENOENT
+	}
+	return syscall.EINVAL
+}
+
+// logged is how a command shows in the log: quoted, and cut short when it is long.
+func logged(cmd []byte) string {
+	const most = 160
+	if len(cmd) > most {
+		return fmt.Sprintf("%q... (%d bytes)", cmd[:most], len(cmd))
+	}
+	return fmt.Sprintf("%q", bytes.TrimSpace(cmd))
 }
 
 // parseCommand parses "snapshot [NAME]", returning NAME ("" for a default name). On error the name

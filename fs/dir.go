@@ -90,6 +90,7 @@ var (
 	_ gofs.FileReaddirenter = (*dirHandle)(nil)
 	_ gofs.FileLookuper     = (*dirHandle)(nil)
 	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
+	_ gofs.FileFsyncdirer   = (*dirHandle)(nil)
 )
 
 func (h *dirHandle) load(ctx context.Context) syscall.Errno {
@@ -138,3 +139,6 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	return h.d.Lookup(ctx, name, out)
 }
+
+// Fsyncdir succeeds: the directory is read-only, with nothing to write out.
+func (h *dirHandle) Fsyncdir(context.Context, uint32) syscall.Errno { return 0 }

@@ -197,6 +197,7 @@ var (
 	_ gofs.FileReader   = (*imageHandle)(nil)
 	_ gofs.FileLseeker  = (*imageHandle)(nil)
 	_ gofs.FileReleaser = (*imageHandle)(nil)
+	_ gofs.FileFsyncer  = (*imageHandle)(nil)
 )
 
 // Read reads from the image; a read at or past the end returns short.
@@ -278,6 +279,9 @@ func (h *imageHandle) Lseek(_ context.Context, off uint64, whence uint32) (uint6
 	}
 	return 0, syscall.EINVAL
 }
+
+// Fsync succeeds: the image is read-only, with nothing to write out.
+func (h *imageHandle) Fsync(context.Context, uint32) syscall.Errno { return 0 }
 
 // Release drops the open.
 func (h *imageHandle) Release(context.Context) syscall.Errno {

@@ -74,7 +74,10 @@ type textHandle struct {
 	have bool
 }
 
-var _ gofs.FileReader = (*textHandle)(nil)
+var (
+	_ gofs.FileReader  = (*textHandle)(nil)
+	_ gofs.FileFsyncer = (*textHandle)(nil)
+)
 
 // Read reads the content as of the last read from offset 0 (or the first read).
 func (h *textHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -92,6 +95,10 @@ func (h *textHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	}
 	return fuse.ReadResultData(h.data[off:min(int64(len(h.data)), off+int64(len(dest)))]), 0
 }
+
+// Fsync succeeds: the file is read-only, with nothing to write out. Without it go-fuse answers
+// ENOTSUP, which fails programs that fsync every file they are done with.
+func (h *textHandle) Fsync(context.Context, uint32) syscall.Errno { return 0 }
 
 // kv builds "key: value" lines.
 type kv struct{ bytes.Buffer }

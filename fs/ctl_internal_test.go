@@ -1,0 +1,171 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snapfs/snapfs/chain"
+)
+
+// newTestFS is a file system over a new store with volume "v" (a 1 MiB file), not mounted: tests
+// call the handlers themselves.
+func newTestFS(t *testing.T) (*FS, *chain.Manager) {
+	t.Helper()
+	dir := t.TempDir()
+	ctx := context.Background()
+	m, err := chain.Open(ctx, filepath.Join(dir, "store"), chain.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	disk := filepath.Join(dir, "v.img")
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(disk, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.AddVolume(ctx, chain.VolumeSpec{Name: "v", Source: disk}); err != nil {
+		t.Fatal(err)
+	}
+	f := New(m, Options{})
+	t.Cleanup(func() { f.Close() })
+	return f, m
+}
+
+// snapshotNames lists the names of chain v's snapshots.
+func snapshotNames(t *testing.T, m *chain.Manager) []string {
+	t.Helper()
+	snaps, err := m.SnapshotNames(context.Background(), "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range snaps {
+		names = append(names, s.Name)
+	}
+	return names
+}
+
+// TestCtlCommandInPieces writes commands to ctl handles the ways programs do: in pieces, without a
+// newline (ending at close), several at once, too long.
+func TestCtlCommandInPieces(t *testing.T) {
+	f, m := newTestFS(t)
+	ctx := context.Background()
+	ctl := f.newCtl("v")
+	write := func(h *ctlHandle, s string) syscall.Errno {
+		t.Helper()
+		n, errno := h.Write(ctx, []byte(s), 0)
+		if errno == 0 && int(n) != len(s) {
+			t.Fatalf("write %q: %d bytes", s, n)
+		}
+		return errno
+	}
+	status := func() string { return f.jobs.status("v", time.Now()) }
+
+	// A command split across two writes runs once, whole, when its line ends.
+	h := &ctlHandle{n: ctl}
+	if errno := write(h, "snapshot "); errno != 0 {
+		t.Fatalf("write the start of a command: %v", errno)
+	}
+	if running := f.jobs.running("v"); running != "" {
+		t.Fatalf("the start of a command started snapshot %s", running)
+	}
+	if errno := write(h, "split-name\n"); errno != 0 {
+		t.Fatalf("write the end of the command: %v (status %q)", errno, status())
+	}
+	if errno := h.Flush(ctx); errno != 0 {
+		t.Errorf("close after a whole command: %v", errno)
+	}
+	f.Wait()
+	if got := snapshotNames(t, m); !slices.Equal(got, []string{"split-name"}) {
+		t.Errorf("snapshots after a command in two writes: %q, want [split-name]", got)
+	}
+	if st := status(); st != "done split-name" {
+		t.Errorf("status %q, want done split-name", st)
+	}
+
+	// A last line without its newline runs when the file is closed.
+	h = &ctlHandle{n: ctl}
+	if errno := write(h, "snapshot"); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := write(h, " unterminated"); errno != 0 {
+		t.Fatal(errno)
+	}
+	if running := f.jobs.running("v"); running != "" {
+		t.Fatalf("a command without its newline started snapshot %s before the close", running)
+	}
+	if errno := h.Flush(ctx); errno != 0 {
+		t.Fatalf("close ending the command: %v (status %q)", errno, status())
+	}
+	if errno := h.Flush(ctx); errno != 0 { // a second close (of a dup) has nothing left to run
+		t.Errorf("second flush: %v", errno)
+	}
+	f.Wait()
+	if got := snapshotNames(t, m); !slices.Equal(got, []string{"split-name", "unterminated"}) {
+		t.Errorf("snapshots: %q, want [split-name unterminated]", got)
+	}
+
+	// A bad command left unterminated fails the close, status saying why.
+	h = &ctlHandle{n: ctl}
+	if errno := write(h, "snapshot bad/name"); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := h.Flush(ctx); errno != syscall.EINVAL {
+		t.Errorf("close ending a bad command: %v, want EINVAL", errno)
+	}
+	if st := status(); !strings.HasPrefix(st, "failed bad/name: ") {
+		t.Errorf("status after a bad command at close: %q", st)
+	}
+
+	// Two commands in one write: neither runs.
+	h = &ctlHandle{n: ctl}
+	if errno := write(h, "snapshot two-a\nsnapshot two-b\n"); errno != syscall.EINVAL {
+		t.Errorf("two commands in one write: %v, want EINVAL", errno)
+	}
+	if st := status(); !strings.HasPrefix(st, "failed -: ") || !strings.Contains(st, "one command") {
+		t.Errorf("status after two commands in one write: %q", st)
+	}
+
+	// A line that never ends is refused once it is longer than a command can be, and forgotten.
+	h = &ctlHandle{n: ctl}
+	if errno := write(h, "snapshot "+strings.Repeat("x", maxCommand)); errno != syscall.EINVAL {
+		t.Errorf("a command of %d bytes: %v, want EINVAL", maxCommand+9, errno)
+	}
+	if st := status(); !strings.HasPrefix(st, "failed -: ") || !strings.Contains(st, "longer than") {
+		t.Errorf("status after a command too long: %q", st)
+	}
+	for range maxCommand / 1024 {
+		if errno := write(h, strings.Repeat("y", 1024)); errno != 0 {
+			t.Fatalf("write 1 KiB: %v", errno)
+		}
+	}
+	if errno := write(h, "y"); errno != syscall.EINVAL {
+		t.Errorf("%d bytes written without a newline: %v, want EINVAL", maxCommand+1, errno)
+	}
+	if errno := h.Flush(ctx); errno != 0 {
+		t.Errorf("close after the refusal: %v, want nothing left to run", errno)
+	}
+
+	// A command whose close sent no flush runs at release.
+	h = &ctlHandle{n: ctl}
+	if errno := write(h, "snapshot at-release"); errno != 0 {
+		t.Fatal(errno)
+	}
+	h.Release(ctx)
+	f.Wait()
+	if got := snapshotNames(t, m); !slices.Contains(got, "at-release") {
+		t.Errorf("snapshots after a release ending a command: %q", got)
+	}
+	if got := snapshotNames(t, m); slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "v-") }) {
+		t.Errorf("a default-named snapshot was made: %q", got)
+	}
+}

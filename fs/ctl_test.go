@@ -1,0 +1,114 @@
+package fs_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestCtlWrites writes commands to ctl through the kernel the ways programs do: in two writes, with
+// an fsync after (Python's print then flush and fsync, say), and without a newline, ended by close.
+func TestCtlWrites(t *testing.T) {
+	needFUSE(t)
+	s := oneSnapshot(t)
+	mnt := mountStore(t, s.dir)
+	ctl := filepath.Join(mnt, "volumes", "d", "ctl")
+	status := filepath.Join(mnt, "volumes", "d", "status")
+
+	f, err := os.OpenFile(ctl, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, piece := range []string{"snapshot ", "split-name\n"} {
+		if _, err := f.WriteString(piece); err != nil {
+			t.Fatalf("write %q: %v (status %q)", piece, err, readStatus(t, status))
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Errorf("fsync ctl: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("close ctl: %v", err)
+	}
+	waitStatus(t, status, regexp.MustCompile(`^done split-name$`), "split-name:")
+
+	f, err = os.OpenFile(ctl, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("snapshot at-close"); err != nil {
+		t.Fatalf("write a command without its newline: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close ending the command: %v (status %q)", err, readStatus(t, status))
+	}
+	waitStatus(t, status, regexp.MustCompile(`^done at-close$`), "at-close:")
+
+	f, err = os.OpenFile(ctl, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("snapshot bad/name"); err != nil {
+		t.Fatalf("write a bad command without its newline: %v", err)
+	}
+	if err := f.Close(); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("close ending a bad command: %v, want EINVAL", err)
+	}
+	if st := readStatus(t, status); !strings.HasPrefix(st, "failed bad/name: ") {
+		t.Errorf("status after a bad command ended by close: %q", st)
+	}
+
+	entries, err := os.ReadDir(filepath.Join(mnt, "chains", "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"at-close.img", "info", "s1.img", "split-name.img"}; !slices.Equal(names, want) {
+		t.Errorf("chains/d = %q, want %q", names, want)
+	}
+}
+
+// TestFsync: fsync and fdatasync succeed on every kind of file, and on directories. Programs fsync
+// what they are done with, and go-fuse fails what a file system does not implement with ENOTSUP.
+func TestFsync(t *testing.T) {
+	needFUSE(t)
+	s := oneSnapshot(t)
+	mnt := mountStore(t, s.dir)
+	for _, c := range []struct {
+		path string
+		flag int
+	}{
+		{"volumes/d/ctl", os.O_WRONLY},
+		{"volumes/d/ctl", os.O_RDONLY},
+		{"volumes/d/status", os.O_RDONLY},
+		{"volumes/d/info", os.O_RDONLY},
+		{"chains/d/info", os.O_RDONLY},
+		{"chains/d/s1.img", os.O_RDONLY},
+		{"chains/d", os.O_RDONLY},
+		{".", os.O_RDONLY},
+	} {
+		f, err := os.OpenFile(filepath.Join(mnt, c.path), c.flag, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Errorf("fsync %s: %v", c.path, err)
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			t.Errorf("fdatasync %s: %v", c.path, err)
+		}
+		if err := f.Close(); err != nil {
+			t.Errorf("close %s: %v", c.path, err)
+		}
+	}
+}
