@@ -88,12 +88,14 @@ func (n *imageNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.At
 	return getattr(ctx, n, out)
 }
 
-// Open opens the image for reading; the kernel may keep its pages cached across opens.
+// Open opens the image for reading; the kernel may keep its pages cached across opens. The open is
+// not given up when the caller gets a signal: open(2) is not restarted for a program whose signal
+// handler does not ask for it, and would fail with EINTR.
 func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	im, err := n.acquire(ctx)
+	im, err := n.acquire(uninterrupted(ctx))
 	if err != nil {
 		return nil, 0, n.fsys.errno("open "+n.snap.Ref(), err)
 	}
@@ -137,9 +139,9 @@ func (n *imageNode) release() error {
 
 // Getxattr returns one of the image's user.snapfs.* attributes.
 func (n *imageNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	v, ok := n.xattr(ctx, attr)
-	if !ok {
-		return 0, syscall.ENODATA
+	v, errno := n.xattr(ctx, attr)
+	if errno != 0 {
+		return 0, errno
 	}
 	return copyOut(dest, v)
 }
@@ -150,30 +152,45 @@ func (n *imageNode) Listxattr(_ context.Context, dest []byte) (uint32, syscall.E
 }
 
 // xattr is the value of attribute name. The parent and unique_bytes change as neighbours are
-// deleted, so they are asked for afresh (falling back to what the node knows, once the snapshot is
-// gone).
-func (n *imageNode) xattr(ctx context.Context, name string) (string, bool) {
+// deleted, so they are asked for afresh. Once the snapshot is gone (an image still open on it), the
+// parent is the one it had and unique_bytes has no value; when the engine cannot say, the getxattr
+// fails rather than answer a value that may be wrong. The question is not given up when the caller
+// gets a signal (a Go program gets them all the time), for the same reason.
+func (n *imageNode) xattr(ctx context.Context, name string) (string, syscall.Errno) {
 	s := n.snap
 	switch name {
 	case xattrID:
-		return strconv.FormatInt(s.ID, 10), true
+		return strconv.FormatInt(s.ID, 10), 0
 	case xattrCreated:
-		return s.Created.UTC().Format(time.RFC3339), true
+		return s.Created.UTC().Format(time.RFC3339), 0
 	case xattrParent:
-		return strconv.FormatInt(n.fresh(ctx).Parent, 10), true
+		fresh, err := n.fresh(ctx, n.fsys.m.SnapshotInfo)
+		if errors.Is(err, chain.ErrNotFound) {
+			return strconv.FormatInt(s.Parent, 10), 0
+		} else if err != nil {
+			return "", n.fsys.errno("getxattr "+name+" of "+s.Ref(), err)
+		}
+		return strconv.FormatInt(fresh.Parent, 10), 0
 	case xattrUniqueBytes:
-		return strconv.FormatInt(n.fresh(ctx).UniqueBytes, 10), true
+		fresh, err := n.fresh(ctx, n.fsys.m.Snapshot)
+		if errors.Is(err, chain.ErrNotFound) {
+			return "", syscall.ENODATA
+		} else if err != nil {
+			return "", n.fsys.errno("getxattr "+name+" of "+s.Ref(), err)
+		}
+		return strconv.FormatInt(fresh.UniqueBytes, 10), 0
 	}
-	return "", false
+	return "", syscall.ENODATA
 }
 
-// fresh describes the snapshot as the engine sees it now, or as it was when looked up if it is gone.
-func (n *imageNode) fresh(ctx context.Context) chain.Snapshot {
-	s, err := n.fsys.m.Snapshot(ctx, n.ref())
-	if err != nil || !s.Created.Equal(n.snap.Created) {
-		return n.snap
+// fresh describes the snapshot as the engine sees it now, asking with lookup (Manager.Snapshot or
+// SnapshotInfo). The error wraps chain.ErrNotFound when the snapshot is gone.
+func (n *imageNode) fresh(ctx context.Context, lookup func(context.Context, string) (chain.Snapshot, error)) (chain.Snapshot, error) {
+	s, err := lookup(uninterrupted(ctx), n.ref())
+	if err == nil && !s.Created.Equal(n.snap.Created) {
+		err = fmt.Errorf("snapshot %s: %w (replaced by another snapshot)", n.snap.Ref(), chain.ErrNotFound)
 	}
-	return s
+	return s, err
 }
 
 // copyOut answers a getxattr or listxattr: the size when dest is empty, ERANGE when it is too small.
