@@ -21,6 +21,9 @@ import (
 // ErrLocked means another process holds the store's writer lock.
 var ErrLocked = errors.New("store is locked by another snapfs process")
 
+// ErrNotDir means the store's path names something other than a directory.
+var ErrNotDir = errors.New("not a directory")
+
 // ErrNoStore means the directory holds no store and the caller asked not to create one.
 var ErrNoStore = errors.New("no store here (run snapfs init)")
 
@@ -59,6 +62,9 @@ type Store struct {
 // exclusive lock until Close; a second writer gets ErrLocked.
 func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	s := &Store{dir: dir, readOnly: opts.ReadOnly, writing: make(chan struct{}, 1)}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("open store %s: %w", dir, ErrNotDir)
+	}
 	if opts.ReadOnly {
 		if _, err := os.Stat(filepath.Join(dir, "meta.db")); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("open store %s: %w", dir, ErrNoStore)

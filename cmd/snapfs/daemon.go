@@ -63,9 +63,20 @@ func startDaemon(ctx context.Context, o mountOpts) error {
 	if err != nil {
 		return fmt.Errorf("mount: start daemon: %w", err)
 	}
+	stop := context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })
 	msg, err := readReady(r, mountWait)
+	stop()
 	if err == nil && msg == readyOK {
 		return cmd.Process.Release()
+	}
+	if ctx.Err() != nil {
+		// Interrupted: no mount is wanted any more. SIGTERM unmounts a daemon that got as far as
+		// mounting; one still opening the store leaves it consistent either way.
+		cmd.Process.Signal(syscall.SIGTERM)
+		if !waitChild(cmd, 10*time.Second) {
+			cmd.Process.Kill()
+		}
+		return fmt.Errorf("mount %s: interrupted; the daemon was stopped", o.dir)
 	}
 	if err != nil {
 		cmd.Process.Kill()
@@ -76,6 +87,21 @@ func startDaemon(ctx context.Context, o mountOpts) error {
 		msg = fmt.Sprintf("daemon exited (%s): %s", cmd.ProcessState, lastLine(logPath))
 	}
 	return errors.New(msg)
+}
+
+// waitChild waits up to d for cmd to exit and reports whether it did.
+func waitChild(cmd *exec.Cmd, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // daemonCommand is the command line that runs the daemon, in its own session, logging to logf and
@@ -271,7 +297,7 @@ func checkMountPoint(dir string, logger *log.Logger) error {
 		return fmt.Errorf("%s is already a snapfs mount (of %s)", dir, e.Source)
 	}
 	if st, err := os.Stat(dir); err != nil {
-		return err
+		return fmt.Errorf("mount point %s: %w", dir, pathErrCause(err))
 	} else if !st.IsDir() {
 		return fmt.Errorf("%s is not a directory", dir)
 	}

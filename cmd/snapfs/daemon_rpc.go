@@ -39,8 +39,10 @@ const (
 	daemonSockName = "daemon.sock"
 	// progressInterval is the least time between two progress reports of one op.
 	progressInterval = 100 * time.Millisecond
-	// maxRequest bounds the length of a request.
-	maxRequest = 1 << 20
+	// maxRequest bounds the length of a request: above what a command line can hold (Linux's
+	// ARG_MAX is a quarter of the stack limit, 2 MiB by default), so that every command a shell
+	// can run can be forwarded; a longer one is refused by the client, saying so.
+	maxRequest = 64 << 20
 	// requestWait bounds how long the daemon waits for a request once connected.
 	requestWait = 10 * time.Second
 	// writeWait bounds how long the daemon waits for a client to take one message.
@@ -502,6 +504,15 @@ func dialDaemon(storeDir string) (*net.UnixConn, error) {
 	return conn, nil
 }
 
+// checkRequestLen refuses a request of n bytes (its newline left out) that the daemon would cut off.
+func checkRequestLen(n int) error {
+	if n >= maxRequest {
+		return fmt.Errorf("the command is too long for the daemon to take (%d MiB, at most %d MiB): split it",
+			n>>20, maxRequest>>20)
+	}
+	return nil
+}
+
 // forwardOp has the daemon at the other end of conn apply o, passing its progress reports to
 // progress, and returns the op's result and error as apply would. Cancelling ctx cancels the op; the
 // daemon's answer, which says how the op ended, is still waited for (up to cancelWait).
@@ -510,6 +521,9 @@ func forwardOp(ctx context.Context, conn *net.UnixConn, o op, progress chain.Pro
 	req, err := json.Marshal(o)
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	if err := checkRequestLen(len(req)); err != nil {
+		return nil, err
 	}
 	if _, err := conn.Write(append(req, '\n')); err != nil {
 		return nil, refusal(conn, fmt.Errorf("send to the daemon: %w", err))
@@ -569,17 +583,25 @@ func decodeResult(kind string, raw json.RawMessage) (any, error) {
 	case opInit:
 		return decodeAs[string](raw)
 	case opVolumeAdd:
-		return decodeAs[chain.Volume](raw)
+		return decodeAs(raw, func(v *chain.Volume) { v.Created = v.Created.Local() })
 	case opVolumeRemove:
 		return nil, nil
 	case opSnapshotCreate:
-		return decodeAs[chain.Snapshot](raw)
+		return decodeAs(raw, func(s *chain.Snapshot) { s.Created = s.Created.Local() })
 	case opSnapshotDelete:
-		return decodeAs[[]deleted](raw)
+		return decodeAs(raw, func(ds *[]deleted) {
+			for i := range *ds {
+				(*ds)[i].Snapshot.Created = (*ds)[i].Snapshot.Created.Local()
+			}
+		})
 	case opRestore:
 		return decodeAs[chain.RestoreStats](raw)
 	case opClone:
-		return decodeAs[chain.CloneResult](raw)
+		return decodeAs(raw, func(r *chain.CloneResult) {
+			if r.Volume != nil {
+				r.Volume.Created = r.Volume.Created.Local()
+			}
+		})
 	case opVerify:
 		return decodeAs[chain.VerifyReport](raw)
 	case opGC:
@@ -588,14 +610,19 @@ func decodeResult(kind string, raw json.RawMessage) (any, error) {
 	return nil, fmt.Errorf("unknown operation %q", kind)
 }
 
-// decodeAs decodes raw (nothing: the zero value) as a T.
-func decodeAs[T any](raw json.RawMessage) (any, error) {
+// decodeAs decodes raw (nothing: the zero value) as a T, then has fix set its times in this
+// process's time zone, as the command shows them when it runs without a daemon (the daemon's may
+// differ).
+func decodeAs[T any](raw json.RawMessage, fix ...func(*T)) (any, error) {
 	var v T
 	if len(raw) == 0 {
 		return v, nil
 	}
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return nil, err
+	}
+	for _, f := range fix {
+		f(&v)
 	}
 	return v, nil
 }

@@ -74,14 +74,19 @@ func (e *env) run(args ...string) result {
 // runBin runs the snapfs binary with exactly args, without $SNAPFS_STORE.
 func runBin(t *testing.T, args ...string) result {
 	t.Helper()
-	return runBinEnv(t, []string{"SNAPFS_STORE="}, args...)
+	return runBinEnv(t, nil, args...)
 }
 
 // runBinEnv runs the snapfs binary with exactly args and extra environment variables.
 func runBinEnv(t *testing.T, env []string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(snapfsBin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SNAPFS_STORE=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

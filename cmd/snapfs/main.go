@@ -41,7 +41,11 @@ func main() {
 // run runs one command line and returns the process's exit code: 0 on success, 1 on failure and 2 on
 // a usage error. Errors are printed as a single "snapfs: <what>: <why>" line on stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	app := newApp(stdout, stderr)
+	out := &outputWriter{w: stdout}
+	app := newApp(out, stderr)
+	for _, c := range app.Commands {
+		checkOutput(c, out)
+	}
 	err := app.RunContext(ctx, reorderArgs(app, args))
 	if err == nil {
 		return 0
@@ -73,6 +77,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			verifyCommand(),
 			gcCommand(),
 		}, mountCommands()...),
+		Before:         checkStoreFlag,
 		Action:         groupAction,
 		OnUsageError:   onUsageError,
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code
@@ -118,4 +123,36 @@ func exitCode(err error) int {
 func oneLine(s string) string {
 	s = strings.TrimSpace(s)
 	return strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", "; ").Replace(s)
+}
+
+// outputWriter is standard output, remembering the first write that failed: output that was lost
+// (a full disk, a closed pipe) makes the command fail, even when it did its work.
+type outputWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outputWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	return n, err
+}
+
+// checkOutput makes every command in c's tree fail, naming itself, when its output could not be
+// written.
+func checkOutput(c *cli.Command, out *outputWriter) {
+	if action := c.Action; action != nil && len(c.Subcommands) == 0 {
+		c.Action = func(cCtx *cli.Context) error {
+			err := action(cCtx)
+			if out.err != nil && (err == nil || errors.Is(err, out.err)) {
+				return fmt.Errorf("%s: write output: %w", commandPath(cCtx), out.err)
+			}
+			return err
+		}
+	}
+	for _, sub := range c.Subcommands {
+		checkOutput(sub, out)
+	}
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -65,15 +67,18 @@ func mountAction(cCtx *cli.Context) error {
 		return err
 	}
 	o := mountOpts{allowOther: cCtx.Bool("allow-other"), debug: cCtx.Bool("debug")}
-	if o.dir, err = snapfs.MountPoint(args[0]); err != nil {
-		return err
+	if o.dir, err = mountPoint(args[0]); err != nil {
+		return fmt.Errorf("mount: %w", err)
 	}
 	store, err := storeDir(cCtx)
 	if err != nil {
-		return err
+		return fmt.Errorf("mount: %w", err)
 	}
 	if o.store, err = filepath.Abs(store); err != nil {
-		return fmt.Errorf("store %s: %w", store, err)
+		return fmt.Errorf("mount: store %s: %w", store, err)
+	}
+	if err := apartFromStore(o.dir, o.store); err != nil {
+		return fmt.Errorf("mount: %w", err)
 	}
 	if cCtx.Bool("foreground") {
 		return serveMount(cCtx.Context, o)
@@ -86,13 +91,13 @@ func umountAction(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	dir, err := snapfs.MountPoint(args[0])
+	dir, err := mountPoint(args[0])
 	if err != nil {
-		return err
+		return fmt.Errorf("umount: %w", err)
 	}
 	e, ok, err := snapfs.FindMount(dir)
 	if err != nil {
-		return err
+		return fmt.Errorf("umount: %w", err)
 	}
 	if !ok {
 		return fmt.Errorf("umount %s: not mounted", dir)
@@ -114,13 +119,67 @@ func umountAction(cCtx *cli.Context) error {
 	}
 	if pid > 0 && !waitExit(pid, daemonExitNotice) {
 		// It finishes the operations it was running (a restore, a snapshot) before it exits.
+		log := filepath.Join(e.Source, daemonLogName)
 		fmt.Fprintf(cCtx.App.ErrWriter, "snapfs: unmounted %s; waiting for daemon %d to finish the operations in progress (see %s)\n",
-			dir, pid, filepath.Join(e.Source, daemonLogName))
-		for alive(pid) {
-			time.Sleep(20 * time.Millisecond)
+			dir, pid, log)
+		if !waitGone(cCtx.Context, pid) {
+			return fmt.Errorf("umount %s: unmounted, but stopped waiting for daemon %d, which is still finishing the operations in progress (see %s)",
+				dir, pid, log)
 		}
 	}
 	return nil
+}
+
+// waitGone waits until process pid is gone and reports whether it is: false when ctx ended first.
+func waitGone(ctx context.Context, pid int) bool {
+	for alive(pid) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+// mountPoint resolves a mount point given on the command line as the mount table spells it; a
+// symbolic link to the directory is followed, unless it cannot be (a dead mount).
+func mountPoint(arg string) (string, error) {
+	if p, err := filepath.EvalSymlinks(arg); err == nil {
+		arg = p
+	}
+	return snapfs.MountPoint(arg)
+}
+
+// apartFromStore refuses a mount point that is the store directory, holds it, or lies in it: the
+// mount would hide the store from every command (and the daemon's own files), or put a read-only
+// directory where the store writes. A directory holding another store would hide that one.
+func apartFromStore(dir, store string) error {
+	real := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return filepath.Clean(p)
+	}
+	d, s := real(dir), real(store)
+	switch {
+	case d == s:
+		return fmt.Errorf("mount point %s is the store directory", dir)
+	case within(s, d):
+		return fmt.Errorf("mount point %s holds the store %s: the mount would hide it", dir, store)
+	case within(d, s):
+		return fmt.Errorf("mount point %s is inside the store %s", dir, store)
+	}
+	if _, err := os.Stat(filepath.Join(d, "meta.db")); err == nil {
+		return fmt.Errorf("mount point %s holds a snapfs store: the mount would hide it", dir)
+	}
+	return nil
+}
+
+// within reports whether path lies under dir (both clean and absolute).
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // waitExit waits until process pid is gone, or d passed; it reports whether it is gone.

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/snapfs/snapfs/chain"
 	"github.com/snapfs/snapfs/store"
@@ -54,6 +55,12 @@ type opArgs struct {
 	To         string   `json:"to,omitempty"`          // restore, clone: absolute path
 	Force      bool     `json:"force,omitempty"`       // restore
 	NewDisk    bool     `json:"new_disk,omitempty"`    // snapshot.create, restore
+}
+
+// volumeSpec is the volume volume.add registers.
+func (a opArgs) volumeSpec() chain.VolumeSpec {
+	return chain.VolumeSpec{Name: a.Volume, Source: a.Source, Kind: a.VolumeKind, Instance: a.Instance,
+		ChunkSize: a.ChunkSize}
 }
 
 // deleted is what deleting one snapshot freed.
@@ -102,11 +109,12 @@ func forwardIfDaemon(ctx context.Context, storeDir string, o op, progress chain.
 // every other op would fail on an empty store anyway, and must not leave one behind.
 func (o op) createsStore() bool { return o.Kind == opInit || o.Kind == opVolumeAdd }
 
-// checkStoreExists returns store.ErrNoStore (wrapped) when dir holds no store. Other problems are
-// left for the writer to meet, which may, for one, migrate a store a reader cannot open.
+// checkStoreExists returns store.ErrNoStore (wrapped) when dir holds no store, store.ErrNotDir when
+// it is not a directory. Other problems are left for the writer to meet, which may, for one,
+// migrate a store a reader cannot open.
 func checkStoreExists(ctx context.Context, dir string) error {
 	m, err := chain.Open(ctx, dir, chain.Options{ReadOnly: true})
-	if errors.Is(err, store.ErrNoStore) {
+	if errors.Is(err, store.ErrNoStore) || errors.Is(err, store.ErrNotDir) {
 		return err
 	}
 	if err == nil {
@@ -132,8 +140,7 @@ func (o op) apply(ctx context.Context, m *chain.Manager, progress chain.Progress
 	case opInit:
 		return applyInit(ctx, m, a.Region)
 	case opVolumeAdd:
-		return m.AddVolume(ctx, chain.VolumeSpec{Name: a.Volume, Source: a.Source, Kind: a.VolumeKind,
-			Instance: a.Instance, ChunkSize: a.ChunkSize})
+		return m.AddVolume(ctx, a.volumeSpec())
 	case opVolumeRemove:
 		return nil, m.RemoveVolume(ctx, a.Volume)
 	case opSnapshotCreate:
@@ -200,7 +207,8 @@ func applyDelete(ctx context.Context, m *chain.Manager, refs []string) ([]delete
 	}
 	var done []deleted
 	for _, s := range snaps {
-		st, err := m.DeleteSnapshot(ctx, s.Ref())
+		// By id: the name may have been deleted and taken again by another command since.
+		st, err := m.DeleteSnapshot(ctx, strconv.FormatInt(s.ID, 10))
 		if err != nil {
 			return done, &refError{ref: s.Ref(), err: err}
 		}

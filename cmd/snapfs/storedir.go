@@ -26,6 +26,15 @@ func storeDir(cCtx *cli.Context) (string, error) {
 	return abs, nil
 }
 
+// checkStoreFlag refuses an empty --store or $SNAPFS_STORE: most likely an unset shell variable, it
+// would otherwise mean the default store, and a delete or a restore would act on that.
+func checkStoreFlag(cCtx *cli.Context) error {
+	if cCtx.IsSet("store") && cCtx.String("store") == "" {
+		return &usageError{msg: "--store (or $SNAPFS_STORE) is empty: name a directory, or leave both unset for the default"}
+	}
+	return nil
+}
+
 // defaultStoreDir is /var/lib/snapfs for root, else $XDG_DATA_HOME/snapfs (by default
 // ~/.local/share/snapfs).
 func defaultStoreDir() (string, error) {

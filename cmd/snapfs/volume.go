@@ -92,12 +92,12 @@ func volumeAdd(cCtx *cli.Context) error {
 		return err
 	}
 	what := "volume add " + argText(o.Args.Volume)
-	if err := chain.ValidateName(o.Args.Volume); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	// A source that does not exist is caught before the store is opened (and maybe created).
+	// Whatever the spec itself gets wrong is caught before the store is opened (and maybe created).
 	if _, err := os.Stat(o.Args.Source); err != nil {
 		return fmt.Errorf("%s: source %s: %w", what, cCtx.String("source"), pathErrCause(err))
+	}
+	if err := chain.CheckVolumeSpec(o.Args.volumeSpec()); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	dir, err := storeDir(cCtx)
 	if err != nil {

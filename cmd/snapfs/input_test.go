@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snapfs/snapfs/chain"
+)
+
+// TestFailedVolumeAddLeavesNoStore: a volume add that fails for what its command line says (a source
+// that is no disk, a bad instance or kind) creates no store.
+func TestFailedVolumeAddLeavesNoStore(t *testing.T) {
+	e := newEnv(t)
+	img := e.path("d.img")
+	makeImage(t, img, 1<<20)
+	fifo := e.path("fifo")
+	if err := mkfifo(fifo); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"volume", "add", "x", "--source", e.dir}, 1, "is a directory"},
+		{[]string{"volume", "add", "x", "--source", fifo}, 1, "source"},
+		{[]string{"volume", "add", "x", "--source", img, "--instance", "bad/!"}, 1, "instance"},
+		{[]string{"volume", "add", "bad/!", "--source", img}, 1, "volume add"},
+	} {
+		e.fails(tc.code, tc.want, tc.args...)
+		if _, err := os.Stat(e.store); !os.IsNotExist(err) {
+			t.Fatalf("%q left a store behind (%v)", tc.args, err)
+		}
+	}
+	e.ok("volume", "add", "x", "--source", img)
+}
+
+// TestEmptyStoreFlag: an empty --store or $SNAPFS_STORE (an unset shell variable) is a usage error,
+// not the default store.
+func TestEmptyStoreFlag(t *testing.T) {
+	for _, args := range [][]string{{"--store", "", "volume", "ls"}, {"--store=", "snapshot", "delete", "x/y"}} {
+		r := runBin(t, args...)
+		checkFailure(t, r, 2, "--store (or $SNAPFS_STORE) is empty", args)
+	}
+	r := runBinEnv(t, []string{"SNAPFS_STORE="}, "gc")
+	checkFailure(t, r, 2, "--store (or $SNAPFS_STORE) is empty", []string{"gc"})
+}
+
+// TestLostOutputFails: a command whose output cannot be written (a full disk) fails, naming itself,
+// also when it did its work.
+func TestLostOutputFails(t *testing.T) {
+	e := newEnv(t)
+	img := e.path("d.img")
+	makeImage(t, img, 1<<20)
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	for _, args := range [][]string{
+		{"volume", "add", "d", "--source", img},
+		{"snapshot", "create", "d", "--name", "s1"},
+		{"snapshot", "ls"},
+		{"snapshot", "show", "d/s1", "--json"},
+		{"gc"},
+	} {
+		cmd := exec.Command(snapfsBin, append([]string{"--store", e.store}, args...)...)
+		cmd.Stdout = full
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		want := "snapfs: " + strings.Join(args[:min(2, len(args))], " ")
+		if args[0] == "gc" {
+			want = "snapfs: gc"
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.HasPrefix(stderr.String(), want) ||
+			!strings.Contains(stderr.String(), "write output: ") {
+			t.Errorf("%q with output to /dev/full: exit %d (%v), stderr %q; want 1 and %q…write output", args, code, err, stderr.String(), want)
+		}
+	}
+	if snaps := okJSON[[]chain.Snapshot](e, "snapshot", "ls", "--json"); len(snaps) != 1 {
+		t.Errorf("snapshots: %+v, want the one made with its output lost", snaps)
+	}
+}
+
+// TestMountApartFromStore: a mount point that is the store, holds it, lies in it or holds another
+// store is refused before anything is mounted.
+func TestMountApartFromStore(t *testing.T) {
+	e := newEnv(t)
+	img := e.path("d.img")
+	makeImage(t, img, 1<<20)
+	e.ok("volume", "add", "d", "--source", img)
+	other := e.path("other")
+	runBin(t, "--store", other, "init")
+	link := e.path("link")
+	if err := os.Symlink(e.store, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ dir, want string }{
+		{e.store, "is the store directory"},
+		{link, "is the store directory"},
+		{e.dir, "holds the store"},
+		{filepath.Join(e.store, "packs"), "is inside the store"},
+		{other, "holds a snapfs store"},
+	} {
+		e.fails(1, tc.want, "mount", tc.dir)
+		if isMounted(tc.dir) {
+			t.Fatalf("%s mounted", tc.dir)
+		}
+	}
+}
+
+// TestStoreThatIsAFile: a store path naming a file says so, and writes nothing.
+func TestStoreThatIsAFile(t *testing.T) {
+	e := newEnv(t)
+	if err := os.WriteFile(e.store, []byte("not a store"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img := e.path("d.img")
+	makeImage(t, img, 1<<20)
+	for _, args := range [][]string{{"volume", "ls"}, {"snapshot", "create", "d"}, {"volume", "add", "d", "--source", img},
+		{"mount", e.path("mnt")}} {
+		e.fails(1, "open store "+e.store+": not a directory", args...)
+	}
+	if _, err := os.Stat(e.path("mnt")); !os.IsNotExist(err) {
+		t.Errorf("mount point made: %v", err)
+	}
+}
+
+// TestWaitGoneStopsOnCancel: umount's wait for a daemon finishing its operations ends when the
+// command is interrupted, saying so, instead of ignoring Ctrl-C.
+func TestWaitGoneStopsOnCancel(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if waitGone(ctx, cmd.Process.Pid) {
+		t.Fatal("waitGone says a running process is gone")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if !waitGone(context.Background(), cmd.Process.Pid) {
+		t.Fatal("waitGone says an exited process is alive")
+	}
+}
+
+// TestRequestLen: a request longer than the daemon reads is refused by the client with a message,
+// not cut off (which the daemon took for a broken request).
+func TestRequestLen(t *testing.T) {
+	if err := checkRequestLen(maxRequest - 1); err != nil {
+		t.Errorf("longest request: %v", err)
+	}
+	if err := checkRequestLen(maxRequest); err == nil || !strings.Contains(err.Error(), "too long") {
+		t.Errorf("request of maxRequest bytes: %v", err)
+	}
+}
+
+// TestMountThroughSymlinkAndLocalTimes: a mount point named through a symbolic link is mounted and
+// unmounted under either name; and a daemon in another time zone than its client does not change
+// the times the client prints: they are the client's, as when it runs on its own.
+func TestMountThroughSymlinkAndLocalTimes(t *testing.T) {
+	needFUSE(t)
+	t.Parallel()
+	if _, err := time.LoadLocation("Asia/Tokyo"); err != nil {
+		t.Fatalf("no time zone data (the tzdata package): %v", err)
+	}
+	e := newEnv(t)
+	img := e.path("d.img")
+	makeImage(t, img, 1<<20)
+	e.ok("volume", "add", "d", "--source", img)
+	mnt, link := e.path("mnt"), e.path("link")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(mnt, link); err != nil {
+		t.Fatal(err)
+	}
+	if r := runBinEnv(t, []string{"TZ=UTC"}, "--store", e.store, "mount", link); r.code != 0 {
+		t.Fatalf("mount through a link: %s\n%s", r, e.daemonLog())
+	}
+	t.Cleanup(func() { e.unmount(mnt) })
+	if !isMounted(mnt) {
+		t.Fatalf("%s is not mounted", mnt)
+	}
+
+	tokyo := []string{"TZ=Asia/Tokyo"}
+	r := runBinEnv(t, tokyo, "--store", e.store, "snapshot", "create", "d", "--name", "s1", "--json")
+	var made, shown struct{ Created string }
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &made) != nil {
+		t.Fatalf("forwarded snapshot create: %s", r)
+	}
+	r = runBinEnv(t, tokyo, "--store", e.store, "snapshot", "show", "d/s1", "--json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &shown) != nil {
+		t.Fatalf("snapshot show: %s", r)
+	}
+	if !strings.HasSuffix(made.Created, "+09:00") || made.Created != shown.Created {
+		t.Errorf("created: %q through the daemon, %q shown on its own; want both in the client's zone", made.Created, shown.Created)
+	}
+
+	if r := e.run("umount", link); r.code != 0 || isMounted(mnt) {
+		t.Errorf("umount through the link: %s (still mounted: %v)", r, isMounted(mnt))
+	}
+}
