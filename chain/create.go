@@ -71,23 +71,65 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 	if err != nil {
 		return Snapshot{}, err
 	}
-	src, err := openDisk(vol.Source, 0)
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("source: %w", err)
-	}
-	defer src.Close()
-	ident := diskIdent(src)
-	if !opts.NewDisk {
-		if err := checkSameDisk(vol.Name, vol.Ident, ident, vol.Source); err != nil {
-			return Snapshot{}, fmt.Errorf("%w: if it is the volume's disk now, snapshot it with --new-disk", err)
-		}
-	}
-
-	c, err := m.chainFor(ctx, vol)
+	// The disk is checked before the volume's chain is looked up, and perhaps started: a volume
+	// whose disk is missing or another gets no chain. It is opened again under the chain's lock.
+	src, _, err := openSource(vol, opts.NewDisk)
 	if err != nil {
 		return Snapshot{}, err
 	}
+	src.Close()
+	for {
+		c, started, err := m.chainFor(ctx, vol)
+		if err != nil {
+			return Snapshot{}, err
+		}
+		s, err := m.snapshotIn(ctx, c, started, vol, opts, now)
+		if !errors.Is(err, errChainGone) {
+			return s, err
+		}
+		// The chain went while this waited for its lock: the volume's first snapshot, which had
+		// started it, failed and was undone. The volume's chain is looked up, or started, anew.
+	}
+}
+
+// errChainGone says that the chain a snapshot waited to lock is no longer its volume's.
+var errChainGone = errors.New("chain dropped while the snapshot waited for it")
+
+// snapshotIn takes a snapshot of vol in c, the chain chainFor returned for it (started says that
+// it started it), holding the chain's lock. It returns errChainGone if, once the lock is held, c is
+// no longer the volume's chain.
+func (m *Manager) snapshotIn(ctx context.Context, c store.Chain, started bool, vol store.Volume, opts CreateOptions, now func() time.Time) (Snapshot, error) {
 	defer m.lockChain(c.ID)()
+	// What fails before the snapshot is recorded leaves no chain it started: a first snapshot that
+	// fails leaves nothing. (Another snapshot of the volume waiting for the lock starts one anew.)
+	fail := func(err error) (Snapshot, error) {
+		if started && !errors.Is(err, errChainGone) {
+			derr := m.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error { return dropEmptyChain(tx, c.ID) })
+			if derr != nil {
+				err = fmt.Errorf("%w (and dropping the chain it started: %v)", err, derr)
+			}
+		}
+		return Snapshot{}, err
+	}
+	// The disk is opened, and its size and identity read, only now: a restore onto it holds this
+	// lock until it has cut the disk to its snapshot's size and recorded the disk it restored to
+	// as the volume's.
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		cur, err := tx.VolumeByID(vol.ID)
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("volume %s: %w (removed as its snapshot began)", vol.Name, ErrNotFound)
+		}
+		vol = cur
+		return err
+	})
+	if err != nil {
+		return fail(err)
+	}
+	src, ident, err := openSource(vol, opts.NewDisk)
+	if err != nil {
+		return fail(err)
+	}
+	defer src.Close()
 
 	m.appendMu.RLock()
 	defer m.appendMu.RUnlock()
@@ -96,7 +138,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 		job.ident = ident // a volume from before identities were kept, or a new disk
 	}
 	if err := job.begin(ctx, vol, opts.Name, now()); err != nil {
-		return Snapshot{}, err
+		return fail(err)
 	}
 	defer m.setActive(job.snap.ID, false)
 	src.useDirect() // what the page cache does not hold is read directly
@@ -104,16 +146,33 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 		if derr := m.discardSnapshot(context.WithoutCancel(ctx), job.snap.ID); derr != nil {
 			err = fmt.Errorf("%w (and undoing it: %v)", err, derr)
 		}
-		return Snapshot{}, fmt.Errorf("snapshot %s/%s: %w", c.Name, job.snap.Name, err)
+		return Snapshot{}, fmt.Errorf("snapshot %s/%s: %w", job.chain.Name, job.snap.Name, err)
 	}
 	// Committed: a cancel from now on must not make the caller think it failed.
 	return m.Snapshot(context.WithoutCancel(ctx), fmt.Sprint(job.snap.ID))
 }
 
-// chainFor returns the volume's chain, starting it (named after the volume) if the volume has none.
-func (m *Manager) chainFor(ctx context.Context, vol store.Volume) (store.Chain, error) {
-	var c store.Chain
-	err := m.st.Update(ctx, func(tx *store.Tx) error {
+// openSource opens vol's disk for a snapshot and, unless newDisk, refuses another disk than the one
+// the volume was added with (ErrOtherDisk). It returns the disk's identity too.
+func openSource(vol store.Volume, newDisk bool) (*disk, string, error) {
+	src, err := openDisk(vol.Source, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("source: %w", err)
+	}
+	ident := diskIdent(src)
+	if !newDisk {
+		if err := checkSameDisk(vol.Name, vol.Ident, ident, vol.Source); err != nil {
+			src.Close()
+			return nil, "", fmt.Errorf("%w: if it is the volume's disk now, snapshot it with --new-disk", err)
+		}
+	}
+	return src, ident, nil
+}
+
+// chainFor returns the volume's chain, starting it (named after the volume) if the volume has none;
+// started says it did.
+func (m *Manager) chainFor(ctx context.Context, vol store.Volume) (c store.Chain, started bool, err error) {
+	err = m.st.Update(ctx, func(tx *store.Tx) error {
 		if err := volumeStillThere(tx, vol); err != nil {
 			return err
 		}
@@ -122,6 +181,7 @@ func (m *Manager) chainFor(ctx context.Context, vol store.Volume) (store.Chain, 
 		if !errors.Is(err, ErrNotFound) {
 			return err
 		}
+		started = true
 		region, err := m.st.Region(ctx)
 		if err != nil {
 			return err
@@ -139,7 +199,7 @@ func (m *Manager) chainFor(ctx context.Context, vol store.Volume) (store.Chain, 
 		c.ID, err = tx.InsertChain(c)
 		return err
 	})
-	return c, err
+	return c, started, err
 }
 
 // suffixed returns name for n == 1 and name-n after, keeping within the 128-character limit.
@@ -178,6 +238,15 @@ func (j *createJob) begin(ctx context.Context, vol store.Volume, name string, no
 		if err := volumeStillThere(tx, vol); err != nil {
 			return err
 		}
+		// The chain may have gone while the snapshot waited for its lock (see discardOnce), and
+		// the volume have started another since.
+		c, err := tx.ChainByVolume(vol.ID)
+		if errors.Is(err, ErrNotFound) || err == nil && c.ID != j.chain.ID {
+			return errChainGone
+		} else if err != nil {
+			return err
+		}
+		j.chain = c
 		snaps, err := tx.Snapshots(j.chain.ID, "")
 		if err != nil {
 			return err
@@ -824,9 +893,9 @@ func (m *Manager) discardAbandoned(ctx context.Context) error {
 	return nil
 }
 
-// discardSnapshot removes a snapshot that never became ready, with whatever it stored, and the chain
-// it was the first snapshot of. On a full filesystem it gives up the store's reserve to
-// make room for the transaction that frees the space.
+// discardSnapshot removes a snapshot that never became ready, with whatever it stored, and its chain
+// if that is left empty and the snapshot was its first or its volume is gone. On a full filesystem
+// it gives up the store's reserve to make room for the transaction that frees the space.
 func (m *Manager) discardSnapshot(ctx context.Context, id int64) error {
 	err := m.withRoom(func() error { return m.discardOnce(ctx, id) })
 	if store.Committed(err) {
@@ -858,15 +927,17 @@ func (m *Manager) discardOnce(ctx context.Context, id int64) error {
 		if _, _, err := tx.ReleaseUnreferenced(); err != nil {
 			return err
 		}
-		if s.Seq != 1 {
-			// The chain was there before this snapshot: it stays, even empty, as a delete of its
-			// last snapshot leaves it.
-			return nil
-		}
-		left, err := tx.Snapshots(s.ChainID, "")
-		if err != nil || len(left) > 0 {
+		c, err := tx.ChainByID(s.ChainID)
+		if err != nil {
 			return err
 		}
-		return tx.DeleteChain(s.ChainID)
+		if s.Seq != 1 && c.VolumeID != 0 {
+			// The chain was there before this snapshot, and its volume still is: it stays, even
+			// empty, as a delete of its last snapshot leaves it. One whose volume was removed
+			// meanwhile goes once empty, as it would have with the volume had this snapshot not
+			// been running.
+			return nil
+		}
+		return dropEmptyChain(tx, s.ChainID)
 	})
 }

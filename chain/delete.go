@@ -141,8 +141,9 @@ func (m *Manager) mergeAway(ctx context.Context, id int64, st *DeleteStats) erro
 	})
 }
 
-// dropEmptyChain removes a chain that has no snapshot left. Only chains whose volume was forgotten are
-// dropped: a volume's chain stays while the volume does, even when empty.
+// dropEmptyChain removes a chain that has no snapshot left. Callers drop only chains whose volume was
+// forgotten, or that the failed first snapshot of a volume started: a volume's chain otherwise stays
+// while the volume does, even when empty.
 func dropEmptyChain(tx *store.Tx, chain int64) error {
 	left, err := tx.Snapshots(chain, "")
 	if err != nil || len(left) > 0 {

@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -213,23 +214,44 @@ func (m *Manager) unpin(ctx context.Context, id int64) error {
 		delete(m.pins, id)
 	}
 	m.pinMu.Unlock()
-	var s store.Snapshot
-	err := ErrNotFound
-	if last && !m.st.ReadOnly() {
-		err = m.st.View(ctx, func(tx *store.Tx) (err error) {
-			s, err = tx.SnapshotByID(id)
-			return err
-		})
-	}
-	m.openMu.Unlock()
-	if err != nil || s.Status != StatusDeleting {
+	if !last || m.st.ReadOnly() {
+		m.openMu.Unlock()
 		return nil
+	}
+	s, deleting, err := m.deleting(ctx, id)
+	m.openMu.Unlock()
+	if err != nil || !deleting {
+		return err
 	}
 	// Under the chain's lock, as DeleteSnapshot: a snapshot being created was made against the chain
 	// as it is, this snapshot's deltas included, and must become ready before they merge into it.
 	defer m.lockChain(s.ChainID)()
+	// A second delete of the snapshot, which saw no pin left, may have finished it while this
+	// waited for the lock: then there is nothing left to do.
+	if _, deleting, err = m.deleting(ctx, id); err != nil || !deleting {
+		return err
+	}
 	_, err = m.finishDelete(ctx, id)
 	return err
+}
+
+// deleting reads snapshot id and reports whether it is marked deleting; a snapshot that is gone is
+// not.
+func (m *Manager) deleting(ctx context.Context, id int64) (store.Snapshot, bool, error) {
+	var s store.Snapshot
+	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
+		s, err = tx.SnapshotByID(id)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return s, false, nil
+	}
+	if err != nil {
+		// Its delete, if one waits for this image, is left for the next delete of it or the
+		// store's next opening to finish.
+		return s, false, fmt.Errorf("finish deleting snapshot %d: %w", id, err)
+	}
+	return s, s.Status == StatusDeleting, nil
 }
 
 func (m *Manager) pinned(id int64) bool {

@@ -370,29 +370,43 @@ func (m *Manager) chainInfo(tx *store.Tx, c store.Chain) (Chain, error) {
 // snapshotViews describes a chain's ready snapshots; with stats, with the data unique to each, which
 // costs a pass over each snapshot's own deltas (the first snapshot's are the whole disk).
 func (m *Manager) snapshotViews(tx *store.Tx, c store.Chain, stats bool) ([]Snapshot, error) {
-	snaps, err := tx.Snapshots(c.ID, StatusReady)
+	all, err := tx.Snapshots(c.ID, "")
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Snapshot, len(snaps))
-	for i, s := range snaps {
-		var next store.Snapshot
-		if i+1 < len(snaps) {
-			next = snaps[i+1]
+	var out []Snapshot
+	var parent int64
+	for i, s := range all {
+		if s.Status != StatusReady {
+			continue
 		}
-		var parent int64
-		if i > 0 {
-			parent = snaps[i-1].ID
-		}
-		out[i] = describe(c, s, parent)
+		view := describe(c, s, parent)
+		parent = s.ID
 		if stats {
-			out[i].Chunks, out[i].UniqueBytes, err = tx.DeltaStats(s.ID, next.ID, chunkCount(next.Size, c.ChunkSize))
+			// What a delete would merge s into: the next snapshot not being created, one whose
+			// delete waits for an image included (see NextSnapshot).
+			var next store.Snapshot
+			if k := slices.IndexFunc(all[i+1:], func(x store.Snapshot) bool { return x.Status != StatusCreating }); k >= 0 {
+				next = all[i+1+k]
+			}
+			view.Chunks, view.UniqueBytes, err = uniqueStats(tx, c, s, next)
 			if err != nil {
 				return nil, err
 			}
 		}
+		out = append(out, view)
 	}
 	return out, nil
+}
+
+// uniqueStats returns how many deltas snapshot s of chain c records and the stored bytes deleting it
+// would free, merging it into next (zero for none).
+func uniqueStats(tx *store.Tx, c store.Chain, s, next store.Snapshot) (rows, unique int64, err error) {
+	rows, unique, err = tx.DeltaStats(s.ID, next.ID, chunkCount(next.Size, c.ChunkSize))
+	if err != nil {
+		return 0, 0, fmt.Errorf("unique bytes of snapshot %s/%s: %w", c.Name, s.Name, err)
+	}
+	return rows, unique, nil
 }
 
 // describe is the view of snapshot s of chain c whose predecessor is parent (0 for none); Chunks and
@@ -570,13 +584,17 @@ func (m *Manager) findSnapshot(ctx context.Context, ref string, stats bool) (Sna
 		if i > 0 {
 			out.Parent = snaps[i-1].ID
 		}
-		if stats {
-			var next store.Snapshot
-			if i+1 < len(snaps) {
-				next = snaps[i+1]
-			}
-			out.Chunks, out.UniqueBytes, err = tx.DeltaStats(s.ID, next.ID, chunkCount(next.Size, c.ChunkSize))
+		if !stats {
+			return nil
 		}
+		// What a delete would merge s into (see snapshotViews).
+		next, err := tx.NextSnapshot(c.ID, s.Seq)
+		if errors.Is(err, ErrNotFound) {
+			next = store.Snapshot{}
+		} else if err != nil {
+			return err
+		}
+		out.Chunks, out.UniqueBytes, err = uniqueStats(tx, c, s, next)
 		return err
 	})
 	return out, err
