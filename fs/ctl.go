@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/snapfs/snapfs/chain"
+	"github.com/snapfs/snapfs/store"
 )
 
 // ctlUsage is what reading a ctl file returns.
@@ -242,9 +243,9 @@ func (f *FS) startSnapshot(ctx context.Context, volume, name string) (string, er
 	}
 	now := time.Now()
 	if name == "" {
-		name, _ = chain.DefaultSnapshotName(volume, now, func(n string) (bool, error) { return taken[n], nil })
-	} else if taken[name] {
-		return name, fmt.Errorf("snapshot %s/%s: %w", v.Chain, name, chain.ErrExists)
+		name, _ = chain.DefaultSnapshotName(volume, now, func(n string) (bool, error) { return taken[n] != "", nil })
+	} else if err := nameTaken(v.Chain, name, taken[name]); err != nil {
+		return name, err
 	}
 	j, err := f.jobs.begin(volume, name, v.Size, now)
 	if err != nil {
@@ -255,20 +256,45 @@ func (f *FS) startSnapshot(ctx context.Context, volume, name string) (string, er
 	return name, nil
 }
 
-// snapshotNames is the set of snapshot names in a chain ("" for none yet).
-func (f *FS) snapshotNames(ctx context.Context, chainName string) (map[string]bool, error) {
-	taken := map[string]bool{}
+// snapshotNames maps the names of a chain's snapshots ("" for no chain yet) to their status. The
+// engine refuses a name while any snapshot holds it: one being created, and one deleted while an
+// image of it was open, until the last reader closes it. chain.Manager lists ready snapshots only,
+// so the names are read from the store's rows.
+func (f *FS) snapshotNames(ctx context.Context, chainName string) (map[string]string, error) {
+	taken := map[string]string{}
 	if chainName == "" {
 		return taken, nil
 	}
-	snaps, err := f.m.SnapshotNames(ctx, chainName)
+	err := f.m.Store().View(ctx, func(tx *store.Tx) error {
+		c, err := tx.ChainByName(chainName)
+		if err != nil {
+			return err
+		}
+		snaps, err := tx.Snapshots(c.ID, "")
+		for _, s := range snaps {
+			taken[s.Name] = s.Status
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list chain %s: %w", chainName, err)
 	}
-	for _, s := range snaps {
-		taken[s.Name] = true
-	}
 	return taken, nil
+}
+
+// nameTaken says why a snapshot of chainName cannot be called name, held by a snapshot with the given
+// status ("" for none).
+func nameTaken(chainName, name, status string) error {
+	switch status {
+	case "":
+		return nil
+	case chain.StatusDeleting:
+		return fmt.Errorf("snapshot %s/%s: %w (deleted, but not gone while an image of it is open: the name is free once the last reader closes it)",
+			chainName, name, chain.ErrExists)
+	case chain.StatusCreating:
+		return fmt.Errorf("snapshot %s/%s: %w (being created)", chainName, name, chain.ErrExists)
+	}
+	return fmt.Errorf("snapshot %s/%s: %w", chainName, name, chain.ErrExists)
 }
 
 // runSnapshot creates the snapshot a job describes and records how it ended.

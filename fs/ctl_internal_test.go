@@ -169,3 +169,46 @@ func TestCtlCommandInPieces(t *testing.T) {
 		t.Errorf("a default-named snapshot was made: %q", got)
 	}
 }
+
+// TestCtlNameOfDeletedOpenSnapshot: a snapshot deleted while an image of it is open keeps its name
+// until the image is closed. A command for that name is refused when it is written, status saying
+// why, rather than accepted and failing later; once the image is closed, the name is free.
+func TestCtlNameOfDeletedOpenSnapshot(t *testing.T) {
+	f, m := newTestFS(t)
+	ctx := context.Background()
+	s1, err := m.CreateSnapshot(ctx, "v", chain.CreateOptions{Name: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _, errno := f.newImage(s1).Open(ctx, syscall.O_RDONLY)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	if st, err := m.DeleteSnapshot(ctx, "v/s1"); err != nil || !st.Deferred {
+		t.Fatalf("delete s1 with its image open: %+v, %v; want a deferred delete", st, err)
+	}
+	h := &ctlHandle{n: f.newCtl("v")}
+	cmd := []byte("snapshot s1\n")
+	if _, errno := h.Write(ctx, cmd, 0); errno != syscall.EINVAL {
+		t.Errorf("snapshot s1 while the deleted s1 is open: %v, want EINVAL", errno)
+	}
+	if st := f.jobs.status("v", time.Now()); !strings.HasPrefix(st, "failed s1: ") || !strings.Contains(st, "open") {
+		t.Errorf("status: %q, want failed s1: … open …", st)
+	}
+	if running := f.jobs.running("v"); running != "" {
+		t.Errorf("snapshot %s started", running)
+	}
+
+	img.(*imageHandle).Release(ctx)
+	f.Wait() // the delete finishes once the image is closed
+	if n, errno := h.Write(ctx, cmd, 0); errno != 0 || int(n) != len(cmd) {
+		t.Fatalf("snapshot s1 once the image is closed: %d, %v (status %q)", n, errno, f.jobs.status("v", time.Now()))
+	}
+	f.Wait()
+	if got := snapshotNames(t, m); !slices.Equal(got, []string{"s1"}) {
+		t.Errorf("snapshots: %q, want [s1]", got)
+	}
+	if s, err := m.Snapshot(ctx, "v/s1"); err != nil || s.ID == s1.ID {
+		t.Errorf("v/s1: %+v, %v; want a new snapshot", s, err)
+	}
+}
