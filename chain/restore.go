@@ -49,11 +49,25 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 			return RestoreStats{}, err
 		}
 	}
+	// Not the store's own files, not even with Force: that would destroy the snapshots restored.
+	tree, err := m.storeTree()
+	if err != nil {
+		return RestoreStats{}, err
+	}
+	if err := tree.refuse("target", target); err != nil {
+		return RestoreStats{}, err
+	}
 	d, created, err := openTarget(target, im.Size(), opts.Force)
 	if err != nil {
 		return RestoreStats{}, err
 	}
 	defer d.Close()
+	if err := tree.refuseOpened("target", d.path, d.f); err != nil {
+		if created {
+			os.Remove(d.path)
+		}
+		return RestoreStats{}, err
+	}
 	if !opts.NewDisk && !created {
 		// The chain's own disk, by default: not another disk its path names now.
 		if err := checkSameDisk(im.info.Chain, ident, diskIdent(d), d.path); err != nil {
@@ -478,8 +492,20 @@ func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (Clo
 			return CloneResult{}, err
 		}
 	}
+	tree, err := m.storeTree()
+	if err != nil {
+		return CloneResult{}, err
+	}
+	if err := tree.refuse("target", opts.To); err != nil {
+		return CloneResult{}, err
+	}
 	d, err := createImageFile(opts.To, im.Size())
 	if err != nil {
+		return CloneResult{}, err
+	}
+	if err := tree.refuseOpened("target", d.path, d.f); err != nil {
+		d.Close()
+		os.Remove(d.path)
 		return CloneResult{}, err
 	}
 	res := CloneResult{Path: d.path, Size: im.Size()}

@@ -222,24 +222,50 @@ func unwrapPath(err error) error {
 	return err
 }
 
-// inUse says why a disk may not be written to: a mounted block device (or one with holders), or an
-// image file attached to a loop device. It returns "" when the disk is free.
+// inUse says why a disk may not be written to: a block device that is mounted, has holders or is
+// the backing of a loop device, or an image file attached to a loop device. It returns "" when the
+// disk is free.
 func inUse(d *disk) string {
 	if d.block {
-		mounts, _ := MountTable()
-		if mp := mountedDevice(mounts, devNumber(d.st.Rdev)); mp != "" {
-			return "mounted at " + mp
-		}
-		if part, mp := mountedPartition(mounts, d.st.Rdev); mp != "" {
-			return "partitioned, " + part + " mounted at " + mp
-		}
-		if holders, _ := os.ReadDir(filepath.Join(sysBlock(d.st.Rdev), "holders")); len(holders) > 0 {
-			return "held by " + holders[0].Name()
-		}
-		return ""
+		return blockInUse(d.st.Rdev, 0)
 	}
-	if loop := loopBacking(d.st.Dev, d.st.Ino); loop != "" {
-		return "attached to " + loop
+	if loop, loopRdev := loopBacking(d.st.Dev, d.st.Ino); loop != "" {
+		why := "attached to " + loop
+		if more := blockInUse(loopRdev, 1); more != "" {
+			why += ", which is " + more
+		}
+		return why
+	}
+	return ""
+}
+
+// maxLoopStack bounds how many loop devices stacked over one another inUse follows.
+const maxLoopStack = 8
+
+// blockInUse says why the block device rdev may not be written to, or "". depth is how many loop
+// devices deep it is looking.
+func blockInUse(rdev uint64, depth int) string {
+	mounts, _ := MountTable()
+	if mp := mountedDevice(mounts, devNumber(rdev)); mp != "" {
+		return "mounted at " + mp
+	}
+	if part, mp := mountedPartition(mounts, rdev); mp != "" {
+		return "partitioned, " + part + " mounted at " + mp
+	}
+	if holders, _ := os.ReadDir(filepath.Join(sysBlock(rdev), "holders")); len(holders) > 0 {
+		return "held by " + holders[0].Name()
+	}
+	// A loop device over the device (or a partition of it) makes no holder link and takes no
+	// exclusive claim, so neither the above nor claim sees it; what is mounted from it is mounted
+	// from the loop device. Writing the device writes under that, whatever uses it.
+	if loop, loopRdev := loopOverDevice(rdev); loop != "" {
+		why := "in use by " + loop + " (a loop device over it)"
+		if depth < maxLoopStack {
+			if more := blockInUse(loopRdev, depth+1); more != "" {
+				why += ", which is " + more
+			}
+		}
+		return why
 	}
 	return ""
 }
@@ -262,39 +288,82 @@ func mountedDevice(mounts []MountEntry, dev string) string {
 
 // mountedPartition returns a partition of the block device rdev that is mounted, and where, or "".
 func mountedPartition(mounts []MountEntry, rdev uint64) (part, mountpoint string) {
-	dir := sysBlock(rdev)
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(dir, e.Name(), "partition")); err != nil {
-			continue
-		}
-		dev, err := os.ReadFile(filepath.Join(dir, e.Name(), "dev"))
-		if err != nil {
-			continue
-		}
-		if mp := mountedDevice(mounts, strings.TrimSpace(string(dev))); mp != "" {
-			return "/dev/" + e.Name(), mp
+	for _, p := range partitions(rdev) {
+		if mp := mountedDevice(mounts, p.dev); mp != "" {
+			return "/dev/" + p.name, mp
 		}
 	}
 	return "", ""
 }
 
-// loopBacking returns the loop device whose backing file is the inode (dev, ino), or "".
-func loopBacking(dev, ino uint64) string {
+// partition is a partition of a block device: its kernel name ("sda1") and its device number.
+type partition struct{ name, dev string }
+
+// partitions lists the partitions of the block device rdev.
+func partitions(rdev uint64) []partition {
+	dir := sysBlock(rdev)
+	entries, _ := os.ReadDir(dir)
+	var out []partition
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), "partition")); err != nil {
+			continue
+		}
+		if dev, err := os.ReadFile(filepath.Join(dir, e.Name(), "dev")); err == nil {
+			out = append(out, partition{e.Name(), strings.TrimSpace(string(dev))})
+		}
+	}
+	return out
+}
+
+// loopBacking returns the loop device whose backing file is the inode (dev, ino), and its device
+// number; or "".
+func loopBacking(dev, ino uint64) (loop string, loopRdev uint64) {
+	eachLoop(func(path string, own uint64, info *unix.LoopInfo64) bool {
+		if info.Device == dev && info.Inode == ino {
+			loop, loopRdev = path, own
+		}
+		return loop == ""
+	})
+	return loop, loopRdev
+}
+
+// loopOverDevice returns a loop device whose backing is the block device rdev or a partition of it,
+// and its own device number; or "".
+func loopOverDevice(rdev uint64) (loop string, loopRdev uint64) {
+	devs := map[string]bool{devNumber(rdev): true}
+	for _, p := range partitions(rdev) {
+		devs[p.dev] = true
+	}
+	eachLoop(func(path string, own uint64, info *unix.LoopInfo64) bool {
+		// lo_rdevice is the backing file's st_rdev: 0 for a regular file.
+		if info.Rdevice != 0 && devs[devNumber(info.Rdevice)] {
+			loop, loopRdev = path, own
+		}
+		return loop == ""
+	})
+	return loop, loopRdev
+}
+
+// eachLoop calls fn with each attached loop device, its device number and its status, until fn
+// returns false.
+func eachLoop(fn func(path string, rdev uint64, info *unix.LoopInfo64) bool) {
 	loops, _ := filepath.Glob("/sys/block/loop*")
 	for _, l := range loops {
-		name := filepath.Base(l)
-		f, err := os.Open("/dev/" + name)
+		path := "/dev/" + filepath.Base(l)
+		f, err := os.Open(path)
 		if err != nil {
 			continue
 		}
+		var st unix.Stat_t
 		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		if err == nil {
+			err = unix.Fstat(int(f.Fd()), &st)
+		}
 		f.Close()
-		if err == nil && info.Device == dev && info.Inode == ino {
-			return "/dev/" + name
+		if err == nil && !fn(path, st.Rdev, info) {
+			return
 		}
 	}
-	return ""
 }
 
 // The filesystem freeze ioctls, _IOWR('X', 119, int) and _IOWR('X', 120, int).

@@ -227,38 +227,48 @@ func (m *Manager) rehash(ctx context.Context, feed chunkFeed, rep *VerifyReport,
 }
 
 // chunkUsers names every snapshot whose image reads chunk id: each snapshot with a delta naming it,
-// and the later snapshots of its chain that inherit that delta.
+// and the later snapshots of its chain that inherit that delta. Only the indexes where a delta names
+// the chunk can read it, so it looks at those entries of each later snapshot's map and nothing else:
+// the cost follows the deltas naming the chunk, not the size of the disks (scanning whole maps, a
+// damaged pack of a large chain took hours to attribute).
 func (m *Manager) chunkUsers(ctx context.Context, id int64) ([]string, error) {
 	var names []string
 	err := m.st.View(ctx, func(tx *store.Tx) error {
-		snaps, err := tx.ChunkUsers(id)
+		deltas, err := tx.ChunkDeltas(id)
 		if err != nil {
 			return err
 		}
-		seen := map[int64]bool{}
-		for _, sid := range snaps {
-			s, err := tx.SnapshotByID(sid)
+		byChain := map[int64][]store.ChunkDelta{}
+		for _, d := range deltas {
+			byChain[d.Chain] = append(byChain[d.Chain], d)
+		}
+		chainSnaps := map[int64][]store.Snapshot{}
+		checked := map[int64]bool{} // later snapshots looked at already, whether they read it or not
+		for i, d := range deltas {
+			if i > 0 && deltas[i-1].Snapshot == d.Snapshot {
+				continue
+			}
+			c, err := tx.ChainByID(d.Chain)
 			if err != nil {
 				return err
 			}
-			c, err := tx.ChainByID(s.ChainID)
-			if err != nil {
-				return err
+			snaps, ok := chainSnaps[c.ID]
+			if !ok {
+				if snaps, err = tx.Snapshots(c.ID, ""); err != nil {
+					return err
+				}
+				chainSnaps[c.ID] = snaps
 			}
-			chainSnaps, err := tx.Snapshots(c.ID, "")
-			if err != nil {
-				return err
-			}
-			for _, later := range chainSnaps {
-				if later.Seq < s.Seq || seen[later.ID] || later.Status == StatusCreating {
+			for _, later := range snaps {
+				if later.Seq < d.Seq || checked[later.ID] || later.Status == StatusCreating {
 					continue
 				}
-				uses, err := loadView(m, c, later).uses(ctx, id)
+				checked[later.ID] = true
+				uses, err := loadView(m, c, later).usesAt(ctx, id, byChain[c.ID])
 				if err != nil {
 					return err
 				}
 				if uses {
-					seen[later.ID] = true
 					names = append(names, c.Name+"/"+later.Name)
 				}
 			}
@@ -268,13 +278,23 @@ func (m *Manager) chunkUsers(ctx context.Context, id int64) ([]string, error) {
 	return names, err
 }
 
-func (v *view) uses(ctx context.Context, id int64) (bool, error) {
-	found := false
-	err := v.eachFrom(ctx, 0, func(_ int64, c store.Chunk) bool {
-		found = c.ID == id
-		return !found
-	})
-	return found, err
+// usesAt reports whether the view reads chunk id at one of the indexes that deltas of its chain
+// name it at. Those deltas are the only places it can read it from: an entry of the map is the
+// newest delta at its index of a snapshot no newer than the view's.
+func (v *view) usesAt(ctx context.Context, id int64, deltas []store.ChunkDelta) (bool, error) {
+	for _, d := range deltas {
+		if d.Seq > v.seq || d.Idx >= v.count {
+			continue // a newer snapshot's, or past the end of a disk that shrank since
+		}
+		c, err := v.at(ctx, d.Idx)
+		if err != nil {
+			return false, err
+		}
+		if c.ID == id {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // GCStats says what gc reclaimed.
