@@ -54,6 +54,10 @@ func (m *Manager) AddVolume(ctx context.Context, spec VolumeSpec) (Volume, error
 	if err := spec.validate(); err != nil {
 		return Volume{}, err
 	}
+	// A pack or the reserve as a volume would be snapshotted into itself, and restored over.
+	if err := m.outsideStore("source", spec.Source); err != nil {
+		return Volume{}, err
+	}
 	d, err := openDisk(spec.Source, 0) // O_RDONLY: the disk must be readable
 	if err != nil {
 		return Volume{}, fmt.Errorf("source: %w", err)

@@ -211,3 +211,26 @@ func TestMountThroughSymlinkAndLocalTimes(t *testing.T) {
 		t.Errorf("umount through the link: %s (still mounted: %v)", r, isMounted(mnt))
 	}
 }
+
+// TestStoreFilesAreNoVolumes: a file of the store is not a disk to add: snapshotting a pack into
+// itself, or restoring over it, would destroy every chunk in it.
+func TestStoreFilesAreNoVolumes(t *testing.T) {
+	e := newEnv(t)
+	img := e.path("d.img")
+	makeImage(t, img, 1<<20)
+	e.ok("volume", "add", "d", "--source", img)
+	e.ok("snapshot", "create", "d", "--name", "s1")
+	packs, err := filepath.Glob(filepath.Join(e.store, "packs", "*.pack"))
+	if err != nil || len(packs) == 0 {
+		t.Fatalf("no pack: %v", err)
+	}
+	before := e.state()
+	for _, src := range []string{packs[0], filepath.Join(e.store, "reserve")} {
+		e.fails(1, "inside the store", "volume", "add", "x", "--source", src)
+		e.fails(1, "inside the store", "restore", "d/s1", "--to", src)
+	}
+	if e.state() != before {
+		t.Error("a refused command changed the store")
+	}
+	e.ok("verify")
+}
