@@ -2,6 +2,7 @@ package fs_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -10,10 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapfs/snapfs/chain"
 )
 
 // TestDeleteDuringListing deletes a snapshot while a listing of its chain, loaded before the delete,
@@ -115,4 +119,69 @@ func hashFrom(t *testing.T, f *os.File) string {
 		t.Fatalf("read %s: %v", f.Name(), err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestSIGTERMWithDeferredDelete: SIGTERM cancels a snapshot being made through ctl even when the last
+// reader of a deleted snapshot of the same chain has just closed it. Finishing that delete waits for
+// the snapshot (both need the chain); the daemon must not wait with it, but unmount and cancel the
+// snapshot, and the delete then finishes.
+func TestSIGTERMWithDeferredDelete(t *testing.T) {
+	needFUSE(t)
+	s := newStore(t)
+	const size = 512 * mib
+	d := newDisk(t, filepath.Dir(s.dir), "v.img", size)
+	d.scribble(0, mib)
+	s.addVolume("v", d.path)
+	s.snapshot("v", "s1", d)
+	// The whole disk changes, so that the next snapshot has 512 MiB to read, hash and store: it is
+	// still running when the daemon gets the signal.
+	for off := int64(0); off < size; off += 32 * mib {
+		d.scribble(off, 32*mib)
+	}
+	s.close()
+	mnt := mountStore(t, s.dir)
+	status := filepath.Join(mnt, "volumes", "v", "status")
+
+	reader, err := os.Open(filepath.Join(mnt, "chains", "v", "s1.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if out, err := run(t, s.dir, "snapshot", "delete", "v/s1"); err != nil {
+		t.Fatalf("snapshot delete: %v\n%s", err, out)
+	}
+	if err := writeCtl(filepath.Join(mnt, "volumes", "v", "ctl"), "snapshot big"); err != nil {
+		t.Fatal(err)
+	}
+	// The last reader closes: the delete waits for the snapshot.
+	reader.Close()
+	time.Sleep(200 * time.Millisecond)
+	if st := readStatus(t, status); !progressRE.MatchString(st) {
+		t.Fatalf("status %q: the snapshot is not running, the test shows nothing", st)
+	}
+
+	pid := daemonPID(t, s.dir)
+	start := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid, 2*time.Minute)
+	t.Logf("daemon gone %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	if mounted(mnt) {
+		t.Errorf("still mounted after SIGTERM")
+	}
+
+	m, err := chain.Open(context.Background(), s.dir, chain.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	snaps, err := m.Snapshots(context.Background(), "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, snap := range snaps {
+		t.Errorf("snapshot %s left after SIGTERM: the snapshot was not cancelled, or the delete not done\ndaemon log:\n%s",
+			snap.Ref(), daemonLog(s.dir))
+	}
 }

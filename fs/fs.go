@@ -60,7 +60,7 @@ type FS struct {
 	ctx    context.Context // parent of snapshot jobs; cancelled by Close
 	cancel context.CancelFunc
 	jobs   *jobs
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // snapshot jobs, and images being closed
 
 	root *dirNode
 }
@@ -84,14 +84,16 @@ func New(m *chain.Manager, opts Options) *FS {
 // Root is the node to mount.
 func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 
-// Close cancels the snapshots still being created (the engine rolls them back) and waits for them.
+// Close cancels the snapshots still being created (the engine rolls them back) and waits for them,
+// and for the images being closed (the last close of a deleted snapshot's image finishes its
+// delete).
 func (f *FS) Close() error {
 	f.cancel()
 	f.wg.Wait()
 	return nil
 }
 
-// Wait waits until no snapshot started through a ctl file is running.
+// Wait waits until no snapshot started through a ctl file is running and no image is being closed.
 func (f *FS) Wait() { f.wg.Wait() }
 
 // errno maps an engine error to the errno a file operation returns, logging the unexpected ones.

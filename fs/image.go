@@ -121,20 +121,26 @@ func (n *imageNode) acquire(ctx context.Context) (*chain.Image, error) {
 	return n.im, nil
 }
 
-// release drops one open of the image, closing it after the last.
-func (n *imageNode) release() error {
+// release drops one open of the image. The last closes it, from a goroutine that Close waits for:
+// closing the last image of a deleted snapshot finishes the delete, which waits for a snapshot of
+// the chain being made through ctl. Inside the FUSE release that wait held up the unmount, and with
+// it the Close that cancels the snapshot: SIGTERM left the daemon waiting until the snapshot ended.
+func (n *imageNode) release() {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	n.refs--
-	if n.refs > 0 || n.im == nil {
-		return nil
-	}
 	im := n.im
-	n.im = nil
-	if err := im.Close(); err != nil {
-		return fmt.Errorf("close image %s: %w", n.snap.Ref(), err)
+	if n.refs > 0 || im == nil {
+		n.mu.Unlock()
+		return
 	}
-	return nil
+	n.im = nil
+	n.mu.Unlock()
+	f := n.fsys
+	f.wg.Go(func() {
+		if err := im.Close(); err != nil {
+			f.log.Printf("close image %s: %v", n.snap.Ref(), err)
+		}
+	})
 }
 
 // Getxattr returns one of the image's user.snapfs.* attributes.
@@ -302,8 +308,6 @@ func (h *imageHandle) Fsync(context.Context, uint32) syscall.Errno { return 0 }
 
 // Release drops the open.
 func (h *imageHandle) Release(context.Context) syscall.Errno {
-	if err := h.n.release(); err != nil {
-		h.n.fsys.log.Print(err)
-	}
+	h.n.release()
 	return 0
 }
