@@ -86,6 +86,21 @@ func TestTree(t *testing.T) {
 	t.Run("xattr", f.testXattr)
 	t.Run("concurrent", f.testConcurrent)
 	t.Run("readonly", f.testReadOnly)
+	t.Run("statfs", f.testStatfs)
+}
+
+// testStatfs: statfs of the mount, and of any file in it, gives a block size and the longest name.
+func (f *treeFixture) testStatfs(t *testing.T) {
+	for _, p := range []string{f.mnt, f.path("chains", "disk", "s1.img"), f.path("volumes", "disk", "ctl")} {
+		var st unix.Statfs_t
+		if err := unix.Statfs(p, &st); err != nil {
+			t.Fatalf("statfs %s: %v", p, err)
+		}
+		if st.Bsize != 4096 || st.Frsize != 4096 || st.Namelen != 255 {
+			t.Errorf("statfs %s: block size %d, fragment size %d, longest name %d; want 4096, 4096, 255",
+				p, st.Bsize, st.Frsize, st.Namelen)
+		}
+	}
 }
 
 func (f *treeFixture) testLs(t *testing.T) {

@@ -68,8 +68,23 @@ func (f *FS) setAttr(out *fuse.Attr, mode uint32, size int64, mtime time.Time) {
 	out.Blocks = (uint64(size) + 511) / 512
 }
 
-// readOnly refuses every change to the tree; nodes embed it and override what they allow.
+// readOnly refuses every change to the tree; nodes embed it and override what they allow. It also
+// answers statfs, which the kernel may send for any node.
 type readOnly struct{}
+
+// Statfs describes the file system: nothing to count, but a block size and the longest name, which
+// go-fuse leaves zero (stat -f showed them as 0, and programs divide by them).
+func (readOnly) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
+	*out = fuse.StatfsOut{Bsize: statfsBlock, Frsize: statfsBlock, NameLen: maxNameLen}
+	return 0
+}
+
+// The block size and longest name statfs reports. Names are shorter (a snapshot's is at most 128
+// bytes, and an image adds .img), but 255 is what programs expect of a Linux file system.
+const (
+	statfsBlock = 4096
+	maxNameLen  = 255
+)
 
 // Setattr refuses chmod, chown, truncate and utimes.
 func (readOnly) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
