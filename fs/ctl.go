@@ -289,8 +289,8 @@ func nameTaken(chainName, name, status string) error {
 	case "":
 		return nil
 	case chain.StatusDeleting:
-		return fmt.Errorf("snapshot %s/%s: %w (deleted, but not gone while an image of it is open: the name is free once the last reader closes it)",
-			chainName, name, chain.ErrExists)
+		return fmt.Errorf("snapshot %s/%s: %w (deleted, but an image of it is open: "+
+			"the name is free once the last reader closes it)", chainName, name, chain.ErrExists)
 	case chain.StatusCreating:
 		return fmt.Errorf("snapshot %s/%s: %w (being created)", chainName, name, chain.ErrExists)
 	}

@@ -170,7 +170,7 @@ func (n *imageNode) xattr(ctx context.Context, name string) (string, syscall.Err
 	case xattrCreated:
 		return s.Created.UTC().Format(time.RFC3339), 0
 	case xattrParent:
-		fresh, err := n.fresh(ctx, n.fsys.m.SnapshotInfo)
+		fresh, err := n.fresh(ctx, false)
 		if errors.Is(err, chain.ErrNotFound) {
 			return strconv.FormatInt(s.Parent, 10), 0
 		} else if err != nil {
@@ -178,7 +178,7 @@ func (n *imageNode) xattr(ctx context.Context, name string) (string, syscall.Err
 		}
 		return strconv.FormatInt(fresh.Parent, 10), 0
 	case xattrUniqueBytes:
-		fresh, err := n.fresh(ctx, n.fsys.m.Snapshot)
+		fresh, err := n.fresh(ctx, true)
 		if errors.Is(err, chain.ErrNotFound) {
 			return "", syscall.ENODATA
 		} else if err != nil {
@@ -189,9 +189,13 @@ func (n *imageNode) xattr(ctx context.Context, name string) (string, syscall.Err
 	return "", syscall.ENODATA
 }
 
-// fresh describes the snapshot as the engine sees it now, asking with lookup (Manager.Snapshot or
-// SnapshotInfo). The error wraps chain.ErrNotFound when the snapshot is gone.
-func (n *imageNode) fresh(ctx context.Context, lookup func(context.Context, string) (chain.Snapshot, error)) (chain.Snapshot, error) {
+// fresh describes the snapshot as the engine sees it now; with stats, with its unique bytes (which
+// costs a pass over its deltas). The error wraps chain.ErrNotFound when the snapshot is gone.
+func (n *imageNode) fresh(ctx context.Context, stats bool) (chain.Snapshot, error) {
+	lookup := n.fsys.m.SnapshotInfo
+	if stats {
+		lookup = n.fsys.m.Snapshot
+	}
 	s, err := lookup(uninterrupted(ctx), n.ref())
 	if err == nil && !s.Created.Equal(n.snap.Created) {
 		err = fmt.Errorf("snapshot %s: %w (replaced by another snapshot)", n.snap.Ref(), chain.ErrNotFound)
