@@ -515,6 +515,31 @@ func (m *Manager) ChainNames(ctx context.Context) ([]string, error) {
 	return names, err
 }
 
+// HeldNames maps every snapshot name of chain chainName that a snapshot holds to that snapshot's
+// status: ready ones, and ones being created or deleted (while an image of it is open), whose names
+// CreateSnapshot refuses too. A chain that does not exist holds none.
+func (m *Manager) HeldNames(ctx context.Context, chainName string) (map[string]string, error) {
+	held := map[string]string{}
+	err := m.st.View(ctx, func(tx *store.Tx) error {
+		c, err := tx.ChainByName(chainName)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		snaps, err := tx.Snapshots(c.ID, "")
+		for _, s := range snaps {
+			held[s.Name] = s.Status
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list chain %s: %w", chainName, err)
+	}
+	return held, nil
+}
+
 // Snapshots lists the ready snapshots of a chain, oldest first, or of every chain when chainName is "",
 // with the changed chunks and unique bytes of each.
 func (m *Manager) Snapshots(ctx context.Context, chainName string) ([]Snapshot, error) {

@@ -14,7 +14,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/snapfs/snapfs/chain"
-	"github.com/snapfs/snapfs/store"
 )
 
 // ctlUsage is what reading a ctl file returns.
@@ -256,30 +255,12 @@ func (f *FS) startSnapshot(ctx context.Context, volume, name string) (string, er
 	return name, nil
 }
 
-// snapshotNames maps the names of a chain's snapshots ("" for no chain yet) to their status. The
-// engine refuses a name while any snapshot holds it: one being created, and one deleted while an
-// image of it was open, until the last reader closes it. chain.Manager lists ready snapshots only,
-// so the names are read from the store's rows.
+// snapshotNames maps the names of a chain's snapshots ("" for no chain yet) to their status.
 func (f *FS) snapshotNames(ctx context.Context, chainName string) (map[string]string, error) {
-	taken := map[string]string{}
 	if chainName == "" {
-		return taken, nil
+		return map[string]string{}, nil
 	}
-	err := f.m.Store().View(ctx, func(tx *store.Tx) error {
-		c, err := tx.ChainByName(chainName)
-		if err != nil {
-			return err
-		}
-		snaps, err := tx.Snapshots(c.ID, "")
-		for _, s := range snaps {
-			taken[s.Name] = s.Status
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list chain %s: %w", chainName, err)
-	}
-	return taken, nil
+	return f.m.HeldNames(ctx, chainName)
 }
 
 // nameTaken says why a snapshot of chainName cannot be called name, held by a snapshot with the given

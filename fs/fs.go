@@ -6,9 +6,8 @@
 //	chains/CHAIN/info         "key: value" lines describing the chain
 //	chains/CHAIN/NAME.img     one read-only image per complete snapshot
 //
-// It only translates FUSE requests into calls on a chain.Manager (and reads the names snapshots
-// hold from its store, which the Manager does not list); directories are listed from the Manager on
-// every request, so new volumes, chains and snapshots show up without a remount.
+// It only translates FUSE requests into calls on a chain.Manager; directories are listed from the
+// Manager on every request, so new volumes, chains and snapshots show up without a remount.
 package fs
 
 import (
