@@ -118,6 +118,9 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, sy
 	}
 	cmd, rest := append(h.pending, data[:end+1]...), data[end+1:]
 	h.pending = nil
+	if len(bytes.TrimSpace(rest)) == 0 {
+		rest = nil // blank lines after the command ("snapshot a\n\n"): nothing more to run
+	}
 	switch {
 	case len(cmd) > maxCommand || len(rest) > maxCommand:
 		return 0, h.refuse("", data, errTooLong)
@@ -157,7 +160,8 @@ func (h *ctlHandle) Release(ctx context.Context) syscall.Errno {
 
 // runPending runs the unterminated command, if any.
 func (h *ctlHandle) runPending(ctx context.Context) syscall.Errno {
-	if len(h.pending) == 0 {
+	if len(bytes.TrimSpace(h.pending)) == 0 {
+		h.pending = nil
 		return 0
 	}
 	cmd := h.pending

@@ -51,6 +51,12 @@ func TestCtlWrites(t *testing.T) {
 	}
 	waitStatus(t, status, regexp.MustCompile(`^done at-close$`), "at-close:")
 
+	// A blank line after a command (printf 'snapshot x\n\n') is nothing more to run.
+	if err := os.WriteFile(ctl, []byte("snapshot blank-after\n\n"), 0); err != nil {
+		t.Fatalf("a command and a blank line: %v (status %q)", err, readStatus(t, status))
+	}
+	waitStatus(t, status, regexp.MustCompile(`^done blank-after$`), "blank-after:")
+
 	f, err = os.OpenFile(ctl, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +79,7 @@ func TestCtlWrites(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{"at-close.img", "info", "s1.img", "split-name.img"}; !slices.Equal(names, want) {
+	if want := []string{"at-close.img", "blank-after.img", "info", "s1.img", "split-name.img"}; !slices.Equal(names, want) {
 		t.Errorf("chains/d = %q, want %q", names, want)
 	}
 }
