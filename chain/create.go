@@ -64,20 +64,32 @@ func (m *Manager) CreateSnapshot(ctx context.Context, volume string, opts Create
 	}
 	m.st.EnsureReserve()
 	var vol store.Volume
+	hasChain := false
 	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
-		vol, err = tx.VolumeByName(volume)
+		if vol, err = tx.VolumeByName(volume); err != nil {
+			return err
+		}
+		_, err = tx.ChainByVolume(vol.ID)
+		hasChain = err == nil
+		if errors.Is(err, ErrNotFound) {
+			err = nil
+		}
 		return err
 	})
 	if err != nil {
 		return Snapshot{}, err
 	}
-	// The disk is checked before the volume's chain is looked up, and perhaps started: a volume
-	// whose disk is missing or another gets no chain. It is opened again under the chain's lock.
-	src, _, err := openSource(vol, opts.NewDisk)
-	if err != nil {
-		return Snapshot{}, err
+	if !hasChain {
+		// The disk of a volume without a chain is checked before one is started: a volume whose
+		// disk is missing or another gets no chain. It is opened again under the chain's lock,
+		// where a volume with a chain has its disk checked only: a restore holding that lock may
+		// be recreating the disk, or taking another one on as the volume's.
+		src, _, err := openSource(vol, opts.NewDisk)
+		if err != nil {
+			return Snapshot{}, err
+		}
+		src.Close()
 	}
-	src.Close()
 	for {
 		c, started, err := m.chainFor(ctx, vol)
 		if err != nil {
