@@ -55,6 +55,10 @@ func startDaemon(ctx context.Context, o mountOpts) error {
 		return fmt.Errorf("mount: %w", err)
 	}
 	defer r.Close()
+	if ctx.Err() != nil {
+		w.Close()
+		return fmt.Errorf("mount %s: interrupted", o.dir)
+	}
 	cmd, err := daemonCommand(o, logf, w)
 	if err == nil {
 		err = cmd.Start()
@@ -63,9 +67,7 @@ func startDaemon(ctx context.Context, o mountOpts) error {
 	if err != nil {
 		return fmt.Errorf("mount: start daemon: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })
-	msg, err := readReady(r, mountWait)
-	stop()
+	msg, err := readReady(ctx, r, mountWait)
 	if err == nil && msg == readyOK {
 		return cmd.Process.Release()
 	}
@@ -128,11 +130,18 @@ func daemonCommand(o mountOpts, logf, ready *os.File) (*exec.Cmd, error) {
 }
 
 // readReady reads the daemon's one-line report; "" means it closed the pipe without one (it died).
-func readReady(r *os.File, timeout time.Duration) (string, error) {
+// It gives up when ctx ends.
+func readReady(ctx context.Context, r *os.File, timeout time.Duration) (string, error) {
 	if err := r.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return "", err
 	}
+	// After the deadline above, which would otherwise undo the one set here.
+	stop := context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })
+	defer stop()
 	b, err := io.ReadAll(r)
+	if ctx.Err() != nil {
+		return "", context.Cause(ctx)
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return "", fmt.Errorf("mount: the daemon did not report within %s", timeout)
 	}

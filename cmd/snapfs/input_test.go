@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,12 @@ func TestEmptyStoreFlag(t *testing.T) {
 	}
 	r := runBinEnv(t, []string{"SNAPFS_STORE="}, "gc")
 	checkFailure(t, r, 2, "--store (or $SNAPFS_STORE) is empty", []string{"gc"})
+	// Help needs no store: it still works, for the usage the message points to.
+	for _, args := range [][]string{{"help"}, {"snapshot", "delete", "--help"}, {"--help"}} {
+		if r := runBinEnv(t, []string{"SNAPFS_STORE="}, args...); r.code != 0 || r.stdout == "" {
+			t.Errorf("%q with an empty $SNAPFS_STORE: %s", args, r)
+		}
+	}
 }
 
 // TestLostOutputFails: a command whose output cannot be written (a full disk) fails, naming itself,
@@ -233,4 +240,24 @@ func TestStoreFilesAreNoVolumes(t *testing.T) {
 		t.Error("a refused command changed the store")
 	}
 	e.ok("verify")
+}
+
+// TestReadReadyInterrupted: mount's wait for its daemon ends at once when the command is
+// interrupted, also when the interrupt came before the wait began (its deadline must not undo the
+// interrupt's).
+func TestReadReadyInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 40 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = readReady(ctx, r, 10*time.Second)
+		r.Close()
+		w.Close()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("wait %d, interrupted before it began: %v, want %v", i, err, context.Canceled)
+		}
+	}
 }

@@ -77,7 +77,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			verifyCommand(),
 			gcCommand(),
 		}, mountCommands()...),
-		Before:         checkStoreFlag,
 		Action:         groupAction,
 		OnUsageError:   onUsageError,
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors and picks the exit code

@@ -15,6 +15,9 @@ import (
 // storeDir is the absolute path of the store directory: --store, else $SNAPFS_STORE (both through
 // the flag), else the default for the user.
 func storeDir(cCtx *cli.Context) (string, error) {
+	if err := checkStoreFlag(cCtx); err != nil {
+		return "", err
+	}
 	dir := cCtx.String("store")
 	if dir == "" {
 		return defaultStoreDir()
@@ -27,7 +30,8 @@ func storeDir(cCtx *cli.Context) (string, error) {
 }
 
 // checkStoreFlag refuses an empty --store or $SNAPFS_STORE: most likely an unset shell variable, it
-// would otherwise mean the default store, and a delete or a restore would act on that.
+// would otherwise mean the default store, and a delete or a restore would act on that. It is
+// checked where the store is needed, so that help still works.
 func checkStoreFlag(cCtx *cli.Context) error {
 	if cCtx.IsSet("store") && cCtx.String("store") == "" {
 		return &usageError{msg: "--store (or $SNAPFS_STORE) is empty: name a directory, or leave both unset for the default"}
