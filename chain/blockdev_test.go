@@ -280,7 +280,8 @@ func TestDeleteOnFullStore(t *testing.T) {
 	}
 	check("s1", "s3")
 
-	// An interrupted delete (as a crash leaves it), and no room at all: no reserve left either.
+	// An interrupted delete and an interrupted snapshot (as a crash leaves them), and no room at
+	// all: no reserve left either.
 	if err := u.m.st.Update(ctx, func(tx *store.Tx) error {
 		c, err := tx.ChainByName("v")
 		if err != nil {
@@ -288,6 +289,14 @@ func TestDeleteOnFullStore(t *testing.T) {
 		}
 		s, err := tx.SnapshotByName(c.ID, "s3")
 		if err != nil {
+			return err
+		}
+		seq, err := tx.TakeSeq(c.ID)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.InsertSnapshot(store.Snapshot{ChainID: c.ID, Seq: seq, Name: "crashed", Volume: "v",
+			Size: 12 << 20, Status: StatusCreating, DataBytes: store.UnknownDataBytes}); err != nil {
 			return err
 		}
 		return tx.SetSnapshotStatus(s.ID, StatusDeleting)
@@ -311,6 +320,9 @@ func TestDeleteOnFullStore(t *testing.T) {
 	check("s1")
 	if _, err := u.m.DeleteSnapshot(ctx, "v/s3"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete of a deleted snapshot: %v, want not found", err)
+	}
+	if gc, err := u.m.GC(ctx); err != nil || gc.SnapshotsUndone != 1 {
+		t.Fatalf("gc once there is room: %+v, %v; want the interrupted snapshot rolled back", gc, err)
 	}
 	if rep, err := u.m.Verify(ctx, nil, nil); err != nil || len(rep.Faults) > 0 {
 		t.Fatalf("verify: %v %+v", err, rep.Faults)
