@@ -70,30 +70,9 @@ func TestSnapshotQueuedBehindShrinkingRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.write(path, 0, u.random(32<<20))
-	var once sync.Once
-	done := make(chan struct{})
-	var during Snapshot
-	var errDuring error
-	_, err := u.m.Restore(u.ctx, small.Ref(), RestoreOptions{Progress: func(n, total int64) {
-		if n > 0 && n < total {
-			once.Do(func() {
-				go func() {
-					defer close(done)
-					during, errDuring = u.m.CreateSnapshot(u.ctx, "v", CreateOptions{Name: "during"})
-				}()
-				time.Sleep(100 * time.Millisecond) // the snapshot reaches the chain's lock
-			})
-		}
-	}})
+	during, err := u.snapshotDuringRestore(small.Ref(), "v")
 	if err != nil {
-		t.Fatal(err)
-	}
-	if once == (sync.Once{}) {
-		t.Fatal("no snapshot started during the restore")
-	}
-	<-done
-	if errDuring != nil {
-		t.Fatalf("snapshot queued behind the restore: %v", errDuring)
+		t.Fatalf("snapshot queued behind the restore: %v", err)
 	}
 	if during.Size != 16<<20 {
 		t.Fatalf("snapshot of %d bytes, want the restored disk's %d", during.Size, 16<<20)

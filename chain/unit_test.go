@@ -132,6 +132,27 @@ func (u *unit) image(ref string) []byte {
 	return readAll(u.t, im)
 }
 
+// damageChunk overwrites two bytes of the stored payload of the chunk holding data, at at within
+// it, and returns the chunk.
+func (u *unit) damageChunk(data []byte, at int64) store.Chunk {
+	u.t.Helper()
+	var c store.Chunk
+	err := u.m.Store().View(u.ctx, func(tx *store.Tx) (err error) { c, err = tx.ChunkByHash(store.Sum(data)); return err })
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	pack := filepath.Join(u.m.Store().Dir(), "packs", fmt.Sprintf("%010d.pack", c.Pack))
+	f, err := os.OpenFile(pack, os.O_RDWR, 0)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte{0xde, 0xad}, c.Offset+store.HeaderSize+at); err != nil {
+		u.t.Fatal(err)
+	}
+	return c
+}
+
 func readAll(t *testing.T, im *Image) []byte {
 	t.Helper()
 	b, err := io.ReadAll(io.NewSectionReader(im, 0, im.Size()))
@@ -946,20 +967,7 @@ func TestVerifyFindsCorruption(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.verify()
-	var c store.Chunk
-	err := u.m.Store().View(u.ctx, func(tx *store.Tx) (err error) { c, err = tx.ChunkByHash(store.Sum(old7)); return err })
-	if err != nil {
-		t.Fatal(err)
-	}
-	pack := filepath.Join(u.m.Store().Dir(), "packs", fmt.Sprintf("%010d.pack", c.Pack))
-	f, err := os.OpenFile(pack, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte{0xde, 0xad}, c.Offset+store.HeaderSize+1000); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	c := u.damageChunk(old7, 1000)
 
 	rep, err := u.m.Verify(u.ctx, nil, nil)
 	if err != nil {

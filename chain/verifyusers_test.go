@@ -1,13 +1,9 @@
 package chain
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
-
-	"github.com/snapfs/snapfs/store"
 )
 
 // TestVerifyNamesUsersFromTheirDeltas: verify names the snapshots a damaged chunk hurts by looking
@@ -32,20 +28,7 @@ func TestVerifyNamesUsersFromTheirDeltas(t *testing.T) {
 	if _, err := u.m.Clone(u.ctx, s2.Ref(), CloneOptions{To: filepath.Join(u.dir, "cl.img"), Volume: "cl"}); err != nil {
 		t.Fatal(err)
 	}
-	var c store.Chunk
-	err := u.m.Store().View(u.ctx, func(tx *store.Tx) (err error) { c, err = tx.ChunkByHash(store.Sum(old)); return err })
-	if err != nil {
-		t.Fatal(err)
-	}
-	pack := filepath.Join(u.m.Store().Dir(), "packs", fmt.Sprintf("%010d.pack", c.Pack))
-	f, err := os.OpenFile(pack, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte{0xde, 0xad}, c.Offset+store.HeaderSize+10); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	c := u.damageChunk(old, 10)
 
 	// A fresh cache that keeps everything loaded: what is in it after verify is what verify loaded.
 	u.m.maps = newMapCache(1<<30, u.m.segChunks)
