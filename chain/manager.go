@@ -602,17 +602,18 @@ func (m *Manager) findSnapshot(ctx context.Context, ref string, stats bool) (Sna
 		if err != nil {
 			return err
 		}
-		snaps, err := tx.Snapshots(c.ID, StatusReady)
-		if err != nil {
-			return err
-		}
-		i := slices.IndexFunc(snaps, func(x store.Snapshot) bool { return x.ID == s.ID })
-		if i < 0 {
+		if s.Status != StatusReady {
 			return fmt.Errorf("snapshot %s: %w", ref, ErrNotFound)
 		}
 		out = describe(c, s, 0)
-		if i > 0 {
-			out.Parent = snaps[i-1].ID
+		// One indexed look-up, not a listing of the chain: the FUSE tree asks this for every
+		// path lookup of an image.
+		prev, err := tx.PrevReadySnapshot(c.ID, s.Seq)
+		switch {
+		case err == nil:
+			out.Parent = prev.ID
+		case !errors.Is(err, ErrNotFound):
+			return err
 		}
 		if !stats {
 			return nil

@@ -65,11 +65,23 @@ func (d *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 
 // Lookup finds one entry, asking the Manager.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	deletes := d.fsys.deletes.Load() // before the Manager is asked
 	n, err := d.src.find(uninterrupted(ctx), d.fsys, name)
 	if err != nil {
 		return nil, d.fsys.errno("lookup "+d.src.key()+"/"+name, err)
 	}
-	return attach(ctx, d.EmbeddedInode(), name, n, out)
+	return d.fsys.attachSince(ctx, deletes, d.EmbeddedInode(), name, n, out)
+}
+
+// attachSince is attach for an entry read from the Manager when the delete count was deletes: if a
+// delete has been told of since, the kernel may have forgotten the name before this answer reaches
+// it, and is told not to keep it.
+func (f *FS) attachSince(ctx context.Context, deletes uint64, parent *gofs.Inode, name string, n node, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	in, errno := attach(ctx, parent, name, n, out)
+	if errno == 0 && f.deletes.Load() != deletes {
+		out.SetEntryTimeout(0)
+	}
+	return in, errno
 }
 
 // OpendirHandle starts a listing; the entries are read from the Manager once per listing.
@@ -84,6 +96,7 @@ type dirHandle struct {
 	entries []named
 	listed  bool
 	next    int
+	deletes uint64 // FS.deletes when the entries were read
 }
 
 var (
@@ -94,6 +107,7 @@ var (
 )
 
 func (h *dirHandle) load(ctx context.Context) syscall.Errno {
+	h.deletes = h.d.fsys.deletes.Load() // before the Manager is asked
 	entries, err := h.d.src.list(uninterrupted(ctx), h.d.fsys)
 	if err != nil {
 		return h.d.fsys.errno("list "+h.d.src.key(), err)
@@ -130,11 +144,15 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	return 0
 }
 
-// Lookup answers READDIRPLUS's lookup of an entry just listed.
+// Lookup answers READDIRPLUS's lookup of an entry just listed, from the listing unless something was
+// deleted since it was read: then the Manager is asked again, so that a deleted snapshot's name is
+// not handed back to the kernel.
 func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	for i := h.next - 1; i >= 0; i-- {
-		if h.entries[i].name == name {
-			return attach(ctx, h.d.EmbeddedInode(), name, h.entries[i].node, out)
+	if h.d.fsys.deletes.Load() == h.deletes {
+		for i := h.next - 1; i >= 0; i-- {
+			if h.entries[i].name == name {
+				return h.d.fsys.attachSince(ctx, h.deletes, h.d.EmbeddedInode(), name, h.entries[i].node, out)
+			}
 		}
 	}
 	return h.d.Lookup(ctx, name, out)

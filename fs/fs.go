@@ -18,6 +18,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,16 +28,15 @@ import (
 )
 
 // Cache lifetimes the kernel is told. An image never changes and its inode number is never given to
-// another, so its attributes are cached long. Its name is not cached at all: a listing loaded before
-// a delete, or a lookup under way during one, hands the kernel the name again after SnapshotDeleted
-// made it forget it, and a cached name would then open the deleted snapshot, or fail to open one made
-// again under that name, until the entry timed out. Everything else is asked for again (almost)
-// every time.
+// another, so its name and attributes are cached long; SnapshotDeleted makes the kernel forget the
+// name of a deleted one. A listing loaded before a delete, or a lookup under way during one, would
+// hand the kernel the name again after that, for as long: an answer that a delete may have
+// overtaken (see FS.deletes) gives the name no lifetime at all. Everything else is asked for again
+// (almost) every time.
 const (
-	imageEntryTimeout = 0
-	imageAttrTimeout  = time.Hour
-	dirTimeout        = time.Second
-	fileTimeout       = 0
+	imageTimeout = time.Hour
+	dirTimeout   = time.Second
+	fileTimeout  = 0
 )
 
 // Options tune a file system.
@@ -62,6 +62,11 @@ type FS struct {
 	wg     sync.WaitGroup // snapshot jobs, and images being closed
 
 	root *dirNode
+
+	// deletes counts the snapshots and volumes SnapshotDeleted and VolumeRemoved were told of. A
+	// lookup or listing that read the Manager before a count it finds changed when it answers may
+	// name what is gone, and is not cached.
+	deletes atomic.Uint64
 }
 
 // New makes a file system over the store m. The caller keeps ownership of m and closes it after
@@ -118,12 +123,14 @@ func (f *FS) errno(op string, err error) syscall.Errno {
 // returns is closed once the kernel has been told; callers outside file operations may wait on it so
 // that the image is gone when they report the delete.
 func (f *FS) SnapshotDeleted(chainName, name string) <-chan struct{} {
+	f.deletes.Add(1)
 	return f.forget(name+imageSuffix, "chains", chainName)
 }
 
 // VolumeRemoved makes the kernel forget volumes/NAME of a volume removed while mounted, at once rather
 // than when its name's cache lifetime ends. It returns like SnapshotDeleted.
 func (f *FS) VolumeRemoved(name string) <-chan struct{} {
+	f.deletes.Add(1)
 	return f.forget(name, "volumes")
 }
 

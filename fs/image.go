@@ -76,7 +76,7 @@ func (n *imageNode) fill(_ context.Context, out *fuse.Attr) syscall.Errno {
 }
 
 func (n *imageNode) timeouts() (time.Duration, time.Duration) {
-	return imageEntryTimeout, imageAttrTimeout
+	return imageTimeout, imageTimeout
 }
 
 // ref names the snapshot by id, so that a snapshot deleted and made again under the same name is not

@@ -254,6 +254,13 @@ func (t *Tx) NextSnapshot(chain, seq int64) (Snapshot, error) {
 	return s, notFound(err, "next snapshot")
 }
 
+// PrevReadySnapshot returns the newest ready snapshot of chain before seq, or ErrNotFound.
+func (t *Tx) PrevReadySnapshot(chain, seq int64) (Snapshot, error) {
+	s, err := scanSnapshot(t.queryRow(`SELECT `+snapshotCols+` FROM snapshots
+		WHERE chain_id = ? AND seq < ? AND status = 'ready' ORDER BY seq DESC LIMIT 1`, chain, seq))
+	return s, notFound(err, "previous snapshot")
+}
+
 // PrevSnapshot returns the newest snapshot of chain before seq that is not being created, or
 // ErrNotFound.
 func (t *Tx) PrevSnapshot(chain, seq int64) (Snapshot, error) {
