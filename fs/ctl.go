@@ -77,12 +77,15 @@ const maxCommand = 4 << 10
 
 // ctlHandle is an open ctl file. A command runs when the write that ends its line comes, so that a
 // command written in pieces ("snapshot " then "nightly\n") runs whole, once; a last line left
-// without a newline runs when the file is closed.
+// without a newline runs when the file is closed: at the close of the process that wrote it, unless
+// it ends in a space (a piece, more to come), else at the last close of the file. Closes by other
+// processes sharing the file (a child forked by the writer, exiting) do not end the line.
 type ctlHandle struct {
 	n *ctlNode
 
 	mu      sync.Mutex
 	pending []byte // the start of a command whose newline has not been written yet
+	writer  uint32 // the task that wrote the end of pending
 }
 
 var (
@@ -107,13 +110,27 @@ func (h *ctlHandle) Read(_ context.Context, dest []byte, off int64) (fuse.ReadRe
 func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if len(h.pending) == 0 && len(bytes.TrimSpace(data)) == 0 {
+		return uint32(len(data)), 0 // blank lines (print of a command that ends in a newline)
+	}
 	end := bytes.IndexByte(data, '\n')
 	if end < 0 {
-		if len(h.pending)+len(data) > maxCommand {
+		line := append(h.pending, data...)
+		if len(line) > maxCommand {
 			h.pending = nil
 			return 0, h.refuse("", data, errTooLong)
 		}
-		h.pending = append(h.pending, data...)
+		// What no more writing could make a command is refused now, not at a close whose
+		// error a shell does not report.
+		if err := commandPrefix(string(line)); err != nil {
+			h.pending = nil
+			name := ""
+			if f := strings.Fields(string(line)); len(f) > 1 {
+				name = f[1]
+			}
+			return 0, h.refuse(name, line, err)
+		}
+		h.pending, h.writer = line, callerPid(ctx)
 		return uint32(len(data)), 0
 	}
 	cmd, rest := append(h.pending, data[:end+1]...), data[end+1:]
@@ -136,12 +153,47 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, sy
 	return uint32(len(data)), 0
 }
 
-// Flush runs a last command written without its newline, as closing the file ends its line. Its
-// refusal fails the close with EINVAL, status saying why.
+// Flush runs a last command written without its newline, when the process that wrote it closes
+// the file, as that ends its line; its refusal fails the close with EINVAL, status saying why. A
+// line ending in a space, or a close by another process (one the writer forked, exiting), leaves
+// it for more writing or for Release.
 func (h *ctlHandle) Flush(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if n := len(h.pending); n > 0 && (h.pending[n-1] == ' ' || h.pending[n-1] == '\t' || callerPid(ctx) != h.writer) {
+		return 0
+	}
 	return h.runPending(ctx)
+}
+
+// callerPid is the task a FUSE request came from (0 when not known).
+func callerPid(ctx context.Context) uint32 {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Pid
+	}
+	return 0
+}
+
+// commandPrefix returns the error no more writing could save line (a command without its newline
+// yet) from, or nil when some continuation makes it a command.
+func commandPrefix(line string) error {
+	fields := strings.Fields(line)
+	more := len(line) > 0 && !strings.ContainsAny(line[len(line)-1:], " \t") // the last field may go on
+	switch {
+	case len(fields) == 0:
+		return nil
+	case len(fields) == 1 && more && strings.HasPrefix("snapshot", fields[0]):
+		return nil
+	case fields[0] != "snapshot":
+		return fmt.Errorf("%w: %q", errBadCommand, fields[0])
+	case len(fields) > 2:
+		return fmt.Errorf("%w: too many arguments (end each command with a newline)", errBadCommand)
+	case len(fields) == 2:
+		if err := chain.ValidateName(fields[1]); err != nil {
+			return err // a bad character, a leading '.' or too long: more characters do not help
+		}
+	}
+	return nil
 }
 
 // Fsync succeeds, with nothing to write out: a command runs when its line ends. (Without it go-fuse
@@ -254,8 +306,11 @@ func (f *FS) startSnapshot(ctx context.Context, volume, name string) (string, er
 	if err != nil {
 		return name, err
 	}
-	f.wg.Add(1)
-	go f.runSnapshot(volume, j)
+	if !f.track(func() { f.runSnapshot(volume, j) }) {
+		err := errors.New("the file system is being unmounted")
+		f.jobs.finish(volume, j, err)
+		return name, err
+	}
 	return name, nil
 }
 
@@ -274,8 +329,8 @@ func nameTaken(chainName, name, status string) error {
 	case "":
 		return nil
 	case chain.StatusDeleting:
-		return fmt.Errorf("snapshot %s/%s: %w (deleted, but an image of it is open: "+
-			"the name is free once the last reader closes it)", chainName, name, chain.ErrExists)
+		return fmt.Errorf("snapshot %s/%s: %w (being deleted: the name is free once the delete is "+
+			"done, which waits for the last reader of its image)", chainName, name, chain.ErrExists)
 	case chain.StatusCreating:
 		return fmt.Errorf("snapshot %s/%s: %w (being created)", chainName, name, chain.ErrExists)
 	}
@@ -284,7 +339,6 @@ func nameTaken(chainName, name, status string) error {
 
 // runSnapshot creates the snapshot a job describes and records how it ended.
 func (f *FS) runSnapshot(volume string, j *job) {
-	defer f.wg.Done()
 	s, err := f.m.CreateSnapshot(f.ctx, volume, chain.CreateOptions{Name: j.name, Progress: j.progress})
 	if err != nil {
 		f.log.Printf("snapshot %s of volume %s failed: %v", j.name, volume, err)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"github.com/snapfs/snapfs/chain"
 )
 
@@ -114,16 +116,64 @@ func TestCtlCommandInPieces(t *testing.T) {
 		t.Errorf("snapshots: %q, want [split-name unterminated]", got)
 	}
 
-	// A bad command left unterminated fails the close, status saying why.
+	// A bad command left unterminated is refused as soon as no more writing could save it; one
+	// that could still become a command fails the close, status saying why.
 	h = &ctlHandle{n: ctl}
-	if errno := write(h, "snapshot bad/name"); errno != 0 {
+	if errno := write(h, "snapshot bad/name"); errno != syscall.EINVAL {
+		t.Errorf("write of a bad command without its newline: %v, want EINVAL", errno)
+	}
+	if st := status(); !strings.HasPrefix(st, "failed bad/name: ") {
+		t.Errorf("status after a bad command without its newline: %q", st)
+	}
+	if errno := write(h, "snapshot a"); errno != 0 { // nothing kept of the refused write
+		t.Fatal(errno)
+	}
+	if errno := write(h, "snapshot b"); errno != syscall.EINVAL {
+		t.Errorf("a second command written before the first's newline: %v, want EINVAL", errno)
+	}
+	h = &ctlHandle{n: ctl}
+	if errno := write(h, "snap"); errno != 0 {
 		t.Fatal(errno)
 	}
 	if errno := h.Flush(ctx); errno != syscall.EINVAL {
-		t.Errorf("close ending a bad command: %v, want EINVAL", errno)
+		t.Errorf("close ending an unfinished command: %v, want EINVAL", errno)
 	}
-	if st := status(); !strings.HasPrefix(st, "failed bad/name: ") {
-		t.Errorf("status after a bad command at close: %q", st)
+	if st := status(); !strings.HasPrefix(st, "failed snap: ") {
+		t.Errorf("status after an unfinished command at close: %q", st)
+	}
+
+	// A close by another process sharing the file (a child the writer forked, exiting), or of a
+	// line ending in a space, does not end the line: more may come, and the last close ends it.
+	writer := fuse.NewContext(ctx, &fuse.Caller{Pid: 100})
+	child := fuse.NewContext(ctx, &fuse.Caller{Pid: 200})
+	h = &ctlHandle{n: ctl}
+	if _, errno := h.Write(writer, []byte("snapshot"), 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := h.Flush(child); errno != 0 {
+		t.Fatalf("flush by another process: %v", errno)
+	}
+	if _, errno := h.Write(writer, []byte(" "), 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := h.Flush(writer); errno != 0 {
+		t.Fatalf("flush of a line ending in a space: %v", errno)
+	}
+	if running := f.jobs.running("v"); running != "" {
+		t.Fatalf("a close that does not end the line started snapshot %s", running)
+	}
+	if _, errno := h.Write(writer, []byte("forked"), 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := h.Flush(child); errno != 0 {
+		t.Fatalf("flush by another process: %v", errno)
+	}
+	if errno := h.Release(ctx); errno != 0 { // the last close
+		t.Fatal(errno)
+	}
+	f.Wait()
+	if got := snapshotNames(t, m); !slices.Contains(got, "forked") || slices.ContainsFunc(got, func(n string) bool { return strings.HasPrefix(n, "v-") }) {
+		t.Errorf("snapshots: %q, want forked and no default-named one", got)
 	}
 
 	// Two commands in one write: neither runs.
@@ -143,12 +193,13 @@ func TestCtlCommandInPieces(t *testing.T) {
 	if st := status(); !strings.HasPrefix(st, "failed -: ") || !strings.Contains(st, "longer than") {
 		t.Errorf("status after a command too long: %q", st)
 	}
-	for range maxCommand / 1024 {
-		if errno := write(h, strings.Repeat("y", 1024)); errno != 0 {
-			t.Fatalf("write 1 KiB: %v", errno)
-		}
+	if errno := write(h, "snapshot"); errno != 0 {
+		t.Fatal(errno)
 	}
-	if errno := write(h, "y"); errno != syscall.EINVAL {
+	if errno := write(h, strings.Repeat(" ", maxCommand-len("snapshot"))); errno != 0 {
+		t.Fatalf("write up to %d bytes: %v", maxCommand, errno)
+	}
+	if errno := write(h, " "); errno != syscall.EINVAL {
 		t.Errorf("%d bytes written without a newline: %v, want EINVAL", maxCommand+1, errno)
 	}
 	if errno := h.Flush(ctx); errno != 0 {
@@ -192,8 +243,8 @@ func TestCtlNameOfDeletedOpenSnapshot(t *testing.T) {
 	if _, errno := h.Write(ctx, cmd, 0); errno != syscall.EINVAL {
 		t.Errorf("snapshot s1 while the deleted s1 is open: %v, want EINVAL", errno)
 	}
-	if st := f.jobs.status("v", time.Now()); !strings.HasPrefix(st, "failed s1: ") || !strings.Contains(st, "open") {
-		t.Errorf("status: %q, want failed s1: … open …", st)
+	if st := f.jobs.status("v", time.Now()); !strings.HasPrefix(st, "failed s1: ") || !strings.Contains(st, "being deleted") {
+		t.Errorf("status: %q, want failed s1: … being deleted …", st)
 	}
 	if running := f.jobs.running("v"); running != "" {
 		t.Errorf("snapshot %s started", running)

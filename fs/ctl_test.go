@@ -61,14 +61,30 @@ func TestCtlWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteString("snapshot bad/name"); err != nil {
-		t.Fatalf("write a bad command without its newline: %v", err)
-	}
-	if err := f.Close(); !errors.Is(err, syscall.EINVAL) {
-		t.Errorf("close ending a bad command: %v, want EINVAL", err)
+	// A line no more writing could make a command is refused at once, not at a close whose error a
+	// shell would not report (echo -n 'snapshot bad/name' > ctl).
+	if _, err := f.WriteString("snapshot bad/name"); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("write a bad command without its newline: %v, want EINVAL", err)
 	}
 	if st := readStatus(t, status); !strings.HasPrefix(st, "failed bad/name: ") {
-		t.Errorf("status after a bad command ended by close: %q", st)
+		t.Errorf("status after a bad command without its newline: %q", st)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("close after a refused write: %v", err)
+	}
+	// One that may yet become a command is refused at close when it does not.
+	f, err = os.OpenFile(ctl, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("snap"); err != nil {
+		t.Fatalf("write the start of a command: %v", err)
+	}
+	if err := f.Close(); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("close ending an unfinished command: %v, want EINVAL", err)
+	}
+	if st := readStatus(t, status); !strings.HasPrefix(st, "failed snap: ") {
+		t.Errorf("status after an unfinished command ended by close: %q", st)
 	}
 
 	entries, err := os.ReadDir(filepath.Join(mnt, "chains", "d"))

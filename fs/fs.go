@@ -59,7 +59,9 @@ type FS struct {
 	ctx    context.Context // parent of snapshot jobs; cancelled by Close
 	cancel context.CancelFunc
 	jobs   *jobs
-	wg     sync.WaitGroup // snapshot jobs, and images being closed
+	wg     sync.WaitGroup // snapshot jobs, and images being closed (see track)
+	mu     sync.Mutex     // guards closed
+	closed bool           // Close has begun: nothing more is tracked
 
 	root *dirNode
 
@@ -92,9 +94,25 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 // and for the images being closed (the last close of a deleted snapshot's image finishes its
 // delete).
 func (f *FS) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
 	f.cancel()
 	f.wg.Wait()
 	return nil
+}
+
+// track runs fn in a goroutine Close waits for, and reports whether it did: not once Close has
+// begun (a lazily detached mount may still serve a late close or write), when the Manager is about
+// to be closed under it.
+func (f *FS) track(fn func()) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.wg.Go(fn)
+	return true
 }
 
 // Wait waits until no snapshot started through a ctl file is running and no image is being closed.

@@ -136,11 +136,16 @@ func (n *imageNode) release() {
 	n.im = nil
 	n.mu.Unlock()
 	f := n.fsys
-	f.wg.Go(func() {
+	tracked := f.track(func() {
 		if err := im.Close(); err != nil {
 			f.log.Printf("close image %s: %v", n.snap.Ref(), err)
 		}
 	})
+	if !tracked {
+		// The store is being closed: a delete this close would finish is finished when it is
+		// next opened.
+		f.log.Printf("close image %s: left for the next open of the store", n.snap.Ref())
+	}
 }
 
 // Getxattr returns one of the image's user.snapfs.* attributes.

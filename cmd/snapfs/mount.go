@@ -29,7 +29,7 @@ func mountCommand() *cli.Command {
 		Usage:     "serve the store as a FUSE file system at DIR",
 		ArgsUsage: "DIR",
 		Description: "DIR/volumes/VOLUME/{ctl,status,info} and DIR/chains/CHAIN/{info,NAME.img}: one\n" +
-			"read-only image per snapshot; write \"snapshot [NAME]\" to a volume's ctl to snapshot it.\n" +
+			"read-only image per snapshot; write the line \"snapshot [NAME]\" to a volume's ctl to snapshot it.\n" +
 			"The store's writer runs in a background daemon (log: STORE/daemon.log) until `snapfs umount DIR`;\n" +
 			"meanwhile other snapfs commands on the store go through it (socket: STORE/daemon.sock).",
 		Flags: []cli.Flag{
