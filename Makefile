@@ -30,6 +30,7 @@ test: setup build
 # fuzzes nothing (FuzzDecodeRecord managed ~140 executions in 10s).
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseCommand$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./fs
+	$(GO) test -run='^$$' -fuzz='^FuzzCommandPrefix$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./fs
 	$(GO) test -run='^$$' -fuzz='^FuzzValidateName$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./chain
 	$(GO) test -run='^$$' -fuzz='^FuzzParseRef$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./chain
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRecord$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./store

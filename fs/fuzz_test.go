@@ -44,3 +44,24 @@ func FuzzParseCommand(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCommandPrefix checks that a line refused before its newline could not have become a command:
+// whatever is written after it, parsing and validating the whole line fails too.
+func FuzzCommandPrefix(f *testing.F) {
+	for _, s := range [][2]string{{"snap", "shot a"}, {"snapshot", " a"}, {"snapshot a", "b"}, {"snapshot .", "a"},
+		{"snapshot a/", "b"}, {"snapshot a ", "b"}, {"x", "y"}, {"", "snapshot"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, line, more string) {
+		if strings.ContainsAny(line+more, "\n") {
+			return
+		}
+		if commandPrefix(line) == nil {
+			return
+		}
+		name, err := parseCommand(line + more + "\n")
+		if err == nil && (name == "" || chain.ValidateName(name) == nil) {
+			t.Fatalf("%q was refused as no command's start, but %q is the command %q", line, line+more, name)
+		}
+	})
+}
