@@ -13,6 +13,8 @@ command -v getfattr >/dev/null 2>&1 || need+=(attr)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 # liblz4's static library: chunks are compressed with the reference LZ4 encoder (store/lz4.go).
 [ -e /usr/include/lz4.h ] && [ -n "$(find /usr/lib -name liblz4.a 2>/dev/null | head -1)" ] || need+=(liblz4-dev)
+# time zones: a test runs a daemon and its client in different ones
+[ -e /usr/share/zoneinfo/Asia/Tokyo ] || need+=(tzdata)
 # scripts/bench.sh's tools
 command -v bc >/dev/null 2>&1 || need+=(bc)
 [ -x /usr/bin/time ] || need+=(time)
