@@ -24,7 +24,8 @@ type CreateOptions struct {
 	Name     string   // "" for VOLUME-YYYYMMDD-HHMMSS (local time), with -2, -3… on collision
 	Freeze   string   // mount point of a filesystem on the disk to freeze while it is read
 	Progress Progress // bytes of the disk consumed so far
-	// Now overrides the clock for the default name and the creation time (tests).
+	// Now overrides the clock for the default name and the creation time: tests set the time, a
+	// daemon the time zone of the command it applies.
 	Now func() time.Time
 	// NewDisk takes the snapshot even when the volume's path names another disk than the one it
 	// was added with (see ErrOtherDisk), and makes that disk the volume's from then on.

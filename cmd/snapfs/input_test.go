@@ -213,6 +213,19 @@ func TestMountThroughSymlinkAndLocalTimes(t *testing.T) {
 	if !strings.HasSuffix(made.Created, "+09:00") || made.Created != shown.Created {
 		t.Errorf("created: %q through the daemon, %q shown on its own; want both in the client's zone", made.Created, shown.Created)
 	}
+	// A default name holds the client's date and time too.
+	r = runBinEnv(t, tokyo, "--store", e.store, "snapshot", "create", "d", "--json")
+	var named struct {
+		Name    string
+		Created time.Time
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &named) != nil {
+		t.Fatalf("forwarded snapshot create with a default name: %s", r)
+	}
+	tokyoZone, _ := time.LoadLocation("Asia/Tokyo")
+	if want := "d-" + named.Created.In(tokyoZone).Format("20060102-150405"); named.Name != want {
+		t.Errorf("default name through a daemon in UTC: %q, want %q (the client's time)", named.Name, want)
+	}
 
 	if r := e.run("umount", link); r.code != 0 || isMounted(mnt) {
 		t.Errorf("umount through the link: %s (still mounted: %v)", r, isMounted(mnt))

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/snapfs/snapfs/chain"
 	"github.com/snapfs/snapfs/store"
@@ -55,6 +56,8 @@ type opArgs struct {
 	To         string   `json:"to,omitempty"`          // restore, clone: absolute path
 	Force      bool     `json:"force,omitempty"`       // restore
 	NewDisk    bool     `json:"new_disk,omitempty"`    // snapshot.create, restore
+	Zone       string   `json:"zone,omitempty"`        // snapshot.create: the command's time zone, for a default name
+	ZoneOffset int      `json:"zone_offset,omitempty"` // snapshot.create: its offset east of UTC, in seconds
 }
 
 // volumeSpec is the volume volume.add registers.
@@ -187,7 +190,14 @@ func applyCreate(ctx context.Context, m *chain.Manager, a opArgs, progress chain
 		}
 		volume = v.Name
 	}
-	return m.CreateSnapshot(ctx, volume, chain.CreateOptions{Name: a.Name, Freeze: a.Freeze, NewDisk: a.NewDisk, Progress: progress})
+	opts := chain.CreateOptions{Name: a.Name, Freeze: a.Freeze, NewDisk: a.NewDisk, Progress: progress}
+	if a.Zone != "" {
+		// A default name is the command's local date and time, as when it runs on its own, not
+		// the daemon's.
+		zone := time.FixedZone(a.Zone, a.ZoneOffset)
+		opts.Now = func() time.Time { return time.Now().In(zone) }
+	}
+	return m.CreateSnapshot(ctx, volume, opts)
 }
 
 // applyDelete resolves every reference before deleting any, so that one bad reference changes

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/snapfs/snapfs/chain"
 	"github.com/urfave/cli/v2"
@@ -107,6 +108,8 @@ func snapshotCreateOp(cCtx *cli.Context) (o op, what string, err error) {
 			return op{}, what, fmt.Errorf("%s: --freeze %s: %w", what, freeze, err)
 		}
 	}
+	// The default name holds the date and time in this command's zone, whoever applies the op.
+	a.Zone, a.ZoneOffset = time.Now().Zone()
 	return op{Kind: opSnapshotCreate, Args: a}, what, nil
 }
 
