@@ -519,8 +519,10 @@ func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (Clo
 		}
 	}
 	if err != nil {
-		os.Remove(d.path)
-		return CloneResult{}, fmt.Errorf("clone %s to %s: %w", ref, opts.To, err)
+		if rerr := os.Remove(d.path); rerr != nil {
+			return CloneResult{}, fmt.Errorf("clone %s to %s: %w (and removing the file it was creating: %v)", ref, opts.To, err, rerr)
+		}
+		return CloneResult{}, fmt.Errorf("clone %s to %s: %w (the file it was creating is removed)", ref, opts.To, err)
 	}
 	return res, nil
 }

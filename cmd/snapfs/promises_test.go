@@ -158,8 +158,9 @@ func TestPromiseRestoreOutOfSpace(t *testing.T) {
 		if left := listDir(t, small); len(left) != 0 {
 			t.Errorf("failed clones and restores left %v on the full filesystem", left)
 		}
-		// Said of a restore whose new file is removed:
+		// Said of a restore or clone whose new file is removed:
 		e.fails(1, "(the file it was creating is removed)", "restore", "v/s1", "--to", filepath.Join(small, "new.img"))
+		e.fails(1, "(the file it was creating is removed)", "clone", "v/s1", "--to", filepath.Join(small, "clone.img"))
 
 		// Existing sparse targets, which the tmpfs cannot fill: as large as the snapshot, and
 		// larger (cut to the snapshot's size only once a restore succeeds).
