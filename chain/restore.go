@@ -62,11 +62,18 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		return RestoreStats{}, err
 	}
 	defer d.Close()
-	if err := tree.refuseOpened("target", d.path, d.f); err != nil {
+	// What fails before a byte is written leaves no file this restore created.
+	unmade := func(err error) (RestoreStats, error) {
 		if created {
-			os.Remove(d.path)
+			if rerr := os.Remove(d.path); rerr != nil {
+				return RestoreStats{}, fmt.Errorf("%w (and removing the file it was creating: %v)", err, rerr)
+			}
+			return RestoreStats{}, fmt.Errorf("%w (the file it was creating is removed)", err)
 		}
 		return RestoreStats{}, err
+	}
+	if err := tree.refuseOpened("target", d.path, d.f); err != nil {
+		return unmade(err)
 	}
 	if !opts.NewDisk && !created {
 		// The chain's own disk, by default: not another disk its path names now.
@@ -77,7 +84,7 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 	// A snapshot of the disk being restored must not read it half-restored: restoring onto a
 	// volume's disk holds the volume's chain, as taking a snapshot of it does.
 	if c, ok, err := m.chainOfDisk(ctx, d); err != nil {
-		return RestoreStats{}, err
+		return unmade(fmt.Errorf("restore %s to %s: %w", ref, d.path, err))
 	} else if ok {
 		defer m.lockChain(c)()
 	}

@@ -185,7 +185,7 @@ func serveMount(ctx context.Context, o mountOpts) error {
 	d, err := mount(ctx, o, logger)
 	pidPath := filepath.Join(o.store, daemonPIDName)
 	if err == nil {
-		if werr := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); werr != nil {
+		if werr := os.WriteFile(pidPath, []byte(pidRecord(os.Getpid(), o.dir)), 0o600); werr != nil {
 			logger.Printf("pid file: %v", werr)
 		}
 	}
@@ -370,16 +370,53 @@ const (
 	unmountRetry = 200 * time.Millisecond
 )
 
+// pidRecord is what the pid file says of daemon pid serving the mount point dir: "PID START DIR",
+// START the process's start time, so that a pid given to another process since is not taken for it
+// (its command line need not name dir as the mount table does: `mount --foreground` may be given a
+// relative path or a link).
+func pidRecord(pid int, dir string) string {
+	return fmt.Sprintf("%d %d %s\n", pid, startTime(pid), dir)
+}
+
+// startTime is process pid's start time in clock ticks since boot (field 22 of /proc/PID/stat), or
+// 0 when it cannot be read.
+func startTime(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields from the third follow the parenthesised command name, which may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 20 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(fields[19], 10, 64)
+	return n
+}
+
 // daemonPID is the pid of the daemon serving store at dir, or 0 when unknown.
 func daemonPID(store, dir string) int {
 	b, err := os.ReadFile(filepath.Join(store, daemonPIDName))
 	if err != nil {
 		return 0
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	fields := strings.SplitN(strings.TrimSuffix(string(b), "\n"), " ", 3)
+	pid, err := strconv.Atoi(fields[0])
 	if err != nil || pid <= 0 {
 		return 0
 	}
+	if len(fields) == 3 {
+		start, err := strconv.ParseUint(fields[1], 10, 64)
+		if err != nil || fields[2] != dir || start == 0 || startTime(pid) != start {
+			return 0 // another mount's, gone, or the pid now belongs to another process
+		}
+		return pid
+	}
+	// A pid file written by an earlier snapfs holds the pid alone.
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil || !bytes.Contains(cmdline, []byte("\x00"+dir+"\x00")) {
 		return 0 // gone, or the pid now belongs to another process

@@ -187,13 +187,8 @@ func TestDaemonPromiseForegroundMount(t *testing.T) {
 
 	// umount waits while the daemon finishes a forwarded restore, however DIR was named when the
 	// process was started (a unit's ExecStart= may name it relative to WorkingDirectory=, or by a
-	// link).
-	//
-	// BUG (found by this test, not fixed here): cmd/snapfs/daemon.go:384 — daemonPID recognises the
-	// daemon only when its command line holds the resolved mount point itself, so for `mount
-	// --foreground mnt` (relative) or `mount --foreground link` (a symbolic link) `snapfs umount`
-	// finds no daemon pid (mount.go:111) and returns at once, exit 0, while the daemon is still
-	// finishing the restore. The "relative" and "link" cases fail on that.
+	// link): the pid file names the daemon by its pid, start time and mount point as the mount
+	// table spells it, not by its command line.
 	big := e.path("big.img")
 	makeImage(t, big, 128<<20)
 	e.ok("volume", "add", "big", "--source", big)
@@ -226,12 +221,8 @@ func TestDaemonPromiseForegroundMount(t *testing.T) {
 				t.Errorf("snapfs umount: %s", r)
 			}
 			if busy {
-				bug := ""
-				if c.arg != mnt {
-					bug = " (BUG: cmd/snapfs/daemon.go:384)"
-				}
-				t.Errorf("snapfs umount %s returned (exit %d) while mount --foreground %s (pid %d) was still finishing the restore%s",
-					mnt, r.code, c.arg, pid, bug)
+				t.Errorf("snapfs umount %s returned (exit %d) while mount --foreground %s (pid %d) was still finishing the restore",
+					mnt, r.code, c.arg, pid)
 			}
 			if !fg.exited(30 * time.Second) {
 				t.Fatalf("mount --foreground still running 30 s after snapfs umount:\n%s", fg.output())
@@ -248,8 +239,6 @@ func TestDaemonPromiseForegroundMount(t *testing.T) {
 // operations it runs for commands. A restore to a new file that the daemon runs is cancelled: the
 // command fails (exit 1, one line, saying it was canceled and the file removed), the file it was
 // creating is gone, the daemon exits and leaves nothing mounted, and the store verifies clean.
-// Now and then (when the cancel lands just after the target was created) it fails on the BUG noted
-// at TestDaemonPromiseCancelledRestoreRemovesItsFile, which reaches that moment on purpose.
 func TestDaemonPromiseSIGTERMCancelsForwardedRestore(t *testing.T) {
 	needFUSE(t)
 	t.Parallel()
@@ -274,7 +263,7 @@ func TestDaemonPromiseSIGTERMCancelsForwardedRestore(t *testing.T) {
 	if !strings.Contains(r.stderr, "canceled") || !strings.Contains(r.stderr, "removed") {
 		t.Errorf("stderr %q does not say the restore was canceled and its file removed", r.stderr)
 	}
-	checkGone(t, target) // when it fails with stderr "...: context canceled" alone: see the BUG below
+	checkGone(t, target)
 	if !waitExit(pid, 30*time.Second) {
 		t.Fatalf("daemon %d still running 30 s after SIGTERM\ndaemon log:\n%s", pid, e.daemonLog())
 	}
@@ -295,14 +284,8 @@ func TestDaemonPromiseSIGTERMCancelsForwardedRestore(t *testing.T) {
 // (interrupted, ...) removes the file it was creating"), each of 20 times. The command is
 // interrupted (SIGINT, which closes its connection and cancels the op in the daemon at once) as soon
 // as the target appears, to reach the early part of the restore that a SIGTERM to the daemon, which
-// unmounts before it cancels, reaches only now and then.
-//
-// BUG (found by this test, not fixed here): chain/restore.go:79-80 — Manager.Restore returns the
-// error of m.chainOfDisk (e.g. "begin read: context canceled" from the store's View) without
-// removing the target that openTarget just created (created == true), so a restore cancelled in
-// that window leaves a full-size sparse file behind and does not say so; about half the rounds
-// here hit it. TestDaemonPromiseSIGTERMCancelsForwardedRestore fails the same way when its SIGTERM
-// lands there.
+// unmounts before it cancels, reaches only now and then (a restore cancelled before it wrote a
+// byte left its new file behind).
 func TestDaemonPromiseCancelledRestoreRemovesItsFile(t *testing.T) {
 	needFUSE(t)
 	t.Parallel()
@@ -348,7 +331,7 @@ func TestDaemonPromiseCancelledRestoreRemovesItsFile(t *testing.T) {
 		}
 		if _, serr := os.Lstat(target); serr == nil {
 			os.Remove(target)
-			t.Fatalf("round %d: the interrupted restore left the file it was creating (BUG: chain/restore.go:79-80); it said %q", i, r.stderr)
+			t.Fatalf("round %d: the interrupted restore left the file it was creating; it said %q", i, r.stderr)
 		}
 	}
 	if interrupted == 0 {

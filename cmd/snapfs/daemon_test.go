@@ -454,8 +454,8 @@ func readPID(t *testing.T, store string) int {
 	t.Helper()
 	var pid int
 	b, err := os.ReadFile(filepath.Join(store, daemonPIDName))
-	if err == nil {
-		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		pid, err = strconv.Atoi(f[0]) // "PID START DIR"
 	}
 	if err != nil || pid <= 0 {
 		t.Fatalf("daemon pid: %q, %v", b, err)

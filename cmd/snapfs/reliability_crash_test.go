@@ -537,11 +537,7 @@ func TestCrashAnywhere(t *testing.T) {
 				ref = refs[r.rng.IntN(len(refs))]
 				args = []string{"snapshot", "delete", ref}
 			}
-			pidText, err := os.ReadFile(filepath.Join(r.e.store, "daemon.pid"))
-			pid, _ := strconv.Atoi(strings.TrimSpace(string(pidText)))
-			if err != nil || pid <= 0 {
-				t.Fatalf("daemon pid: %q, %v", pidText, err)
-			}
+			pid := readPID(t, r.e.store)
 			cmd := exec.Command(snapfsBin, append([]string{"--store", r.e.store}, args...)...)
 			cmd.Env = append(os.Environ(), "SNAPFS_STORE=")
 			if err := cmd.Start(); err != nil {
