@@ -151,7 +151,7 @@ func daemonPID(t *testing.T, store string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	pid, err := strconv.Atoi(strings.Fields(string(b) + " ")[0]) // "PID START DIR"
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -235,7 +235,7 @@ for i in $(seq 3 10); do # 10 images in all
 	"$SNAPFS" snapshot create bench --name "s$i" >/dev/null
 done
 "$SNAPFS" mount "$FMNT"
-pid=$(cat "$SNAPFS_STORE/daemon.pid")
+pid=$(cut -d" " -f1 <"$SNAPFS_STORE/daemon.pid") # "PID START DIR"
 img=$FMNT/chains/bench/full.img
 # Cold: best of two, each after dropping the caches. Warm: best of three, FUSE and source in turn.
 cold() { local a b; dropcaches; a=$(dd_mbps "$1"); dropcaches; b=$(dd_mbps "$1"); echo $((a > b ? a : b)); }
