@@ -5,7 +5,6 @@ package main
 // store rely on to find the same store every time.
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -79,18 +78,7 @@ func (d *defaultStoreEnv) run(uid int, cwd string, env []string, name string, ar
 	if uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	case err != nil:
-		d.t.Fatalf("run %s %q: %v", name, args, err)
-	}
-	return r
+	return runResult(d.t, cmd)
 }
 
 // checkInit checks that r is `snapfs init` creating the store want, then finding it again.

@@ -87,6 +87,12 @@ func runBinEnv(t *testing.T, env []string, args ...string) result {
 		}
 	}
 	cmd.Env = append(cmd.Env, env...)
+	return runResult(t, cmd)
+}
+
+// runResult runs cmd and returns its output and exit code; it fails the test when cmd cannot run.
+func runResult(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -96,7 +102,7 @@ func runBinEnv(t *testing.T, env []string, args ...string) result {
 	case errors.As(err, &ee):
 		r.code = ee.ExitCode()
 	case err != nil:
-		t.Fatalf("run snapfs %q: %v", args, err)
+		t.Fatalf("run %q: %v", cmd.Args, err)
 	}
 	return r
 }
