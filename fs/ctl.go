@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -130,7 +133,7 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, sy
 			}
 			return 0, h.refuse(name, line, err)
 		}
-		h.pending, h.writer = line, callerPid(ctx)
+		h.pending, h.writer = line, callerProcess(ctx)
 		return uint32(len(data)), 0
 	}
 	cmd, rest := append(h.pending, data[:end+1]...), data[end+1:]
@@ -146,10 +149,18 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, sy
 		// running the first would leave the caller unable to tell what failed.
 		return 0, h.refuse("", data, fmt.Errorf("%w: one command per write", errBadCommand))
 	}
+	if len(rest) > 0 {
+		if err := commandPrefix(string(rest)); err != nil {
+			return 0, h.refuse("", data, err)
+		}
+	}
 	if errno := h.run(ctx, cmd); errno != 0 {
 		return 0, errno
 	}
 	h.pending = append(h.pending, rest...) // data is go-fuse's buffer, used again once Write returns
+	if len(rest) > 0 {
+		h.writer = callerProcess(ctx)
+	}
 	return uint32(len(data)), 0
 }
 
@@ -160,23 +171,39 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, sy
 func (h *ctlHandle) Flush(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if n := len(h.pending); n > 0 && (h.pending[n-1] == ' ' || h.pending[n-1] == '\t' || callerPid(ctx) != h.writer) {
+	if n := len(h.pending); n > 0 && (h.pending[n-1] == ' ' || h.pending[n-1] == '\t' || callerProcess(ctx) != h.writer) {
 		return 0
 	}
 	return h.runPending(ctx)
 }
 
-// callerPid is the task a FUSE request came from (0 when not known).
-func callerPid(ctx context.Context) uint32 {
-	if c, ok := fuse.FromContext(ctx); ok {
+// callerProcess is the process a FUSE request came from (0 when not known). The request names the
+// thread: a program may write on one thread and close on another.
+func callerProcess(ctx context.Context) uint32 {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Pid))
+	if err != nil {
 		return c.Pid
 	}
-	return 0
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			if tgid, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+				return uint32(tgid)
+			}
+		}
+	}
+	return c.Pid
 }
 
 // commandPrefix returns the error no more writing could save line (a command without its newline
 // yet) from, or nil when some continuation makes it a command.
 func commandPrefix(line string) error {
+	if tail := line[max(0, len(line)-utf8.UTFMax+1):]; !utf8.FullRuneInString(tail[lastRuneStart(tail):]) {
+		return nil // a character cut in two (a space, for Fields, once whole): it may yet be anything
+	}
 	fields := strings.Fields(line)
 	more := len(line) > 0 && !strings.ContainsAny(line[len(line)-1:], " \t") // the last field may go on
 	switch {
@@ -194,6 +221,17 @@ func commandPrefix(line string) error {
 		}
 	}
 	return nil
+}
+
+// lastRuneStart is where the last character of s begins: its last byte that is not a UTF-8
+// continuation byte (0 when there is none).
+func lastRuneStart(s string) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if utf8.RuneStart(s[i]) {
+			return i
+		}
+	}
+	return 0
 }
 
 // Fsync succeeds, with nothing to write out: a command runs when its line ends. (Without it go-fuse

@@ -176,6 +176,16 @@ func TestCtlCommandInPieces(t *testing.T) {
 		t.Errorf("snapshots: %q, want forked and no default-named one", got)
 	}
 
+	// What follows a command's newline in the same write is the start of the next one: refused at
+	// once, with the command, when it cannot become one; else ended by the writer's close.
+	h = &ctlHandle{n: ctl}
+	if errno := write(h, "snapshot after-a\nbogus"); errno != syscall.EINVAL {
+		t.Errorf("a command and a line that cannot be one: %v, want EINVAL", errno)
+	}
+	if running := f.jobs.running("v"); running != "" {
+		t.Fatalf("snapshot %s started by a refused write", running)
+	}
+
 	// Two commands in one write: neither runs.
 	h = &ctlHandle{n: ctl}
 	if errno := write(h, "snapshot two-a\nsnapshot two-b\n"); errno != syscall.EINVAL {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -133,4 +134,35 @@ func TestFsync(t *testing.T) {
 			t.Errorf("close %s: %v", c.path, err)
 		}
 	}
+}
+
+// TestCtlCloseOnAnotherThread: a program that writes a command without its newline on one thread
+// and closes the file on another (Go, Java) ends the line at that close, as one thread would: the
+// close fails when the command is refused.
+func TestCtlCloseOnAnotherThread(t *testing.T) {
+	needFUSE(t)
+	s := oneSnapshot(t)
+	mnt := mountStore(t, s.dir)
+	ctl := filepath.Join(mnt, "volumes", "d", "ctl")
+	f, err := os.OpenFile(ctl, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var werr, cerr error
+	onThread(func() { _, werr = f.WriteString("snap") })
+	onThread(func() { cerr = f.Close() })
+	if werr != nil || !errors.Is(cerr, syscall.EINVAL) {
+		t.Errorf("write %v, close on another thread %v; want the close to fail with EINVAL", werr, cerr)
+	}
+}
+
+// onThread runs fn on a goroutine locked to an OS thread of its own, which exits with it.
+func onThread(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		fn()
+		close(done)
+	}()
+	<-done
 }

@@ -49,7 +49,9 @@ func FuzzParseCommand(f *testing.F) {
 // whatever is written after it, parsing and validating the whole line fails too.
 func FuzzCommandPrefix(f *testing.F) {
 	for _, s := range [][2]string{{"snap", "shot a"}, {"snapshot", " a"}, {"snapshot a", "b"}, {"snapshot .", "a"},
-		{"snapshot a/", "b"}, {"snapshot a ", "b"}, {"x", "y"}, {"", "snapshot"}} {
+		{"snapshot a/", "b"}, {"snapshot a ", "b"}, {"x", "y"}, {"", "snapshot"},
+		// A space that is not ASCII, cut in two by the writes.
+		{"snapshot\xc2", "\xa0a"}, {"snapshot a\xc2", "\xa0"}, {"snapshot\xe2\x80", "\x80a"}} {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, line, more string) {

@@ -318,6 +318,7 @@ func TestDaemonPromiseCancelledRestoreRemovesItsFile(t *testing.T) {
 				<-exited
 				t.Fatalf("round %d: %s not created 30 s after the restore started\ndaemon log:\n%s", i, target, e.daemonLog())
 			}
+			time.Sleep(100 * time.Microsecond) // the window looked for lasts milliseconds
 		}
 		if err == nil {
 			os.Remove(target) // finished before the interrupt: nothing to check
