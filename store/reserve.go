@@ -26,27 +26,45 @@ func (s *Store) reserveSize() int64 {
 }
 
 // EnsureReserve allocates the reserve file if it is missing; without space it quietly does nothing.
+// It is allocated under another name and renamed into place, so that a reserve file, once there, has
+// its blocks: one left empty by a crash between creating and allocating it would count as a reserve
+// with nothing to give.
 func (s *Store) EnsureReserve() {
 	if s.readOnly {
 		return
 	}
-	if _, err := os.Stat(s.reservePath()); err == nil {
+	if s.reserveBytes() > 0 {
 		return
 	}
-	f, err := os.OpenFile(s.reservePath(), os.O_RDWR|os.O_CREATE, 0o600)
+	tmp := s.reservePath() + ".new"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return
 	}
-	defer f.Close()
-	if unix.Fallocate(int(f.Fd()), 0, 0, s.reserveSize()) != nil {
-		f.Close()
-		os.Remove(s.reservePath())
+	err = unix.Fallocate(int(f.Fd()), 0, 0, s.reserveSize())
+	f.Close()
+	if err == nil {
+		err = os.Rename(tmp, s.reservePath())
 	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+}
+
+// reserveBytes is the space the reserve file holds: 0 when it is missing or empty.
+func (s *Store) reserveBytes() int64 {
+	var st unix.Stat_t
+	if unix.Stat(s.reservePath(), &st) != nil {
+		return 0
+	}
+	return st.Blocks * 512
 }
 
 // ReleaseReserve frees the reserve file's space and reports whether there was any to free.
 func (s *Store) ReleaseReserve() bool {
-	return os.Remove(s.reservePath()) == nil
+	had := s.reserveBytes() > 0
+	os.Remove(s.reservePath() + ".new")
+	return os.Remove(s.reservePath()) == nil && had
 }
 
 // IsFull reports whether err comes from a full filesystem, in a pack write or in SQLite.
