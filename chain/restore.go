@@ -62,6 +62,10 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		return RestoreStats{}, err
 	}
 	defer d.Close()
+	if err := lockTarget(d); err != nil {
+		// Not removed, even if this restore created it: the one writing it now opened it since.
+		return RestoreStats{}, err
+	}
 	// What fails before a byte is written leaves no file this restore created.
 	unmade := func(err error) (RestoreStats, error) {
 		if created {
@@ -510,6 +514,10 @@ func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (Clo
 	if err != nil {
 		return CloneResult{}, err
 	}
+	if err := lockTarget(d); err != nil {
+		d.Close()
+		return CloneResult{}, err // not removed: whoever holds it opened it since it was made
+	}
 	if err := tree.refuseOpened("target", d.path, d.f); err != nil {
 		d.Close()
 		os.Remove(d.path)
@@ -541,6 +549,19 @@ func (m *Manager) writeClone(ctx context.Context, im *Image, d *disk, res *Clone
 	err := m.writeImage(ctx, im.view, d, &st, progress)
 	res.BytesWritten = st.BytesWritten
 	return err
+}
+
+// lockTarget takes an exclusive flock on the target d for as long as it is open, or says that
+// another restore or clone holds one: two writing one target (through a daemon, which runs both)
+// would each report success and leave a mix of two snapshots.
+func lockTarget(d *disk) error {
+	if err := unix.Flock(int(d.f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("target %s is being written by another restore or clone: %w", d.path, ErrInUse)
+		}
+		return fmt.Errorf("lock target %s: %w", d.path, err)
+	}
+	return nil
 }
 
 // createImageFile creates a new sparse file of size bytes; an existing path is refused.
