@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/snapfs/snapfs/store"
 )
@@ -375,11 +376,30 @@ func (m *Manager) recordDataBytesOf(ctx context.Context, s store.Snapshot) (bool
 	return err == nil, err
 }
 
+// appendPoll is how often lockAppends tries for the append lock.
+const appendPoll = 20 * time.Millisecond
+
+// lockAppends takes appendMu exclusively once no snapshot is being created, or returns when ctx
+// ends. It polls rather than waits in Lock: a waiting Lock makes every snapshot started meanwhile
+// wait too (RWMutex favours the writer), and could not be given up when gc is cancelled.
+func (m *Manager) lockAppends(ctx context.Context) error {
+	for !m.appendMu.TryLock() {
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(appendPoll):
+		}
+	}
+	return nil
+}
+
 // reclaim rolls back interrupted snapshot creations and returns unreferenced space.
 func (m *Manager) reclaim(ctx context.Context) (GCStats, error) {
-	m.appendMu.Lock()
-	defer m.appendMu.Unlock()
 	var st GCStats
+	if err := m.lockAppends(ctx); err != nil {
+		return st, err
+	}
+	defer m.appendMu.Unlock()
 	var creating []store.Snapshot
 	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
 		creating, err = tx.SnapshotsWithStatus(StatusCreating)
