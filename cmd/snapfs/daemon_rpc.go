@@ -413,6 +413,13 @@ func readRequest(conn *net.UnixConn) (op, error) {
 	if err := json.Unmarshal(line, &o); err != nil {
 		return op{}, fmt.Errorf("read request: %w", err)
 	}
+	// The client makes paths absolute: a relative one would name a file under the daemon's
+	// working directory, not the client's.
+	for _, p := range []string{o.Args.Source, o.Args.To, o.Args.Freeze} {
+		if p != "" && !filepath.IsAbs(p) {
+			return op{}, fmt.Errorf("read request: %w: relative path %q", chain.ErrInvalid, p)
+		}
+	}
 	return o, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,5 +273,38 @@ func TestReadReadyInterrupted(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("wait %d, interrupted before it began: %v, want %v", i, err, context.Canceled)
 		}
+	}
+}
+
+// TestDaemonRefusesRelativePaths: the daemon takes only absolute paths in a request (the client
+// makes them so); a relative one, in a request made by hand, would name a file under the daemon's
+// working directory and is refused.
+func TestDaemonRefusesRelativePaths(t *testing.T) {
+	needFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	snapshottedVolume(e, "v", 1<<20)
+	e.mount()
+	for _, req := range []string{
+		`{"kind":"restore","args":{"refs":["v/s1"],"to":"snapfs-relative-target.img"}}`,
+		`{"kind":"volume.add","args":{"volume":"w","source":"x.img"}}`,
+		`{"kind":"snapshot.create","args":{"volume":"v","freeze":"mnt"}}`,
+	} {
+		conn, err := net.Dial("unix", filepath.Join(e.store, daemonSockName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte(req + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		var msg rpcMessage
+		err = json.NewDecoder(conn).Decode(&msg)
+		conn.Close()
+		if err != nil || msg.Error == nil || !strings.Contains(msg.Error.Message, "relative path") {
+			t.Errorf("request %s: %+v, %v; want refused for its relative path", req, msg, err)
+		}
+	}
+	if _, err := os.Stat("/snapfs-relative-target.img"); !os.IsNotExist(err) {
+		t.Errorf("a file was made under the daemon's working directory: %v", err)
 	}
 }
