@@ -81,41 +81,64 @@ func (m *Manager) freedSince(ctx context.Context, c store.Chunk) (bool, error) {
 }
 
 // chunkFeed is a source of the chunks to verify: it calls send with each chunk in pack order, after
-// total with the sum of their raw sizes, and stops when send returns false. The chunks stream from
-// one read transaction, so that their number costs no memory: the whole store's, or those of it
+// total with the sum of their raw sizes, and stops when send returns false. The chunks are read a
+// page at a time, so that their number costs no memory: the whole store's, or those of it
 // that the snapshots refs read, which are first marked in a bitmap of chunk ids (one bit per id,
 // 2 MiB for the 16 million chunks of a full 1 TiB disk, where a list of them and a map of those
 // seen took over 100 bytes a chunk).
 type chunkFeed func(total func(int64), send func(store.Chunk) bool) error
 
+// feedPage is how many chunks the feed reads in one read transaction.
+const feedPage = 4096
+
 func (m *Manager) chunkFeed(ctx context.Context, refs []string) chunkFeed {
 	return func(total func(int64), send func(store.Chunk) bool) error {
-		return m.st.View(ctx, func(tx *store.Tx) error {
-			if len(refs) == 0 {
-				st, err := tx.Stats()
-				if err != nil {
-					return err
-				}
-				total(st.RawBytes)
-				return tx.EachChunk(func(c store.Chunk) error {
-					if !send(c) {
-						return errStopFeed
-					}
-					return nil
-				})
-			}
-			set, sum, err := m.refChunks(ctx, tx, refs)
-			if err != nil {
+		// What to verify is fixed first: the chunks stored now (by id: one stored later is left
+		// out), or those the snapshots refs read. A chunk freed meanwhile is told apart when it
+		// fails (freedSince).
+		var set idSet
+		var maxID int64
+		err := m.st.View(ctx, func(tx *store.Tx) (err error) {
+			if maxID, err = tx.MaxChunkID(); err != nil {
 				return err
 			}
+			if len(refs) == 0 {
+				st, err := tx.Stats()
+				total(st.RawBytes)
+				return err
+			}
+			var sum int64
+			set, sum, err = m.refChunks(ctx, tx, refs)
 			total(sum)
-			return tx.EachChunk(func(c store.Chunk) error {
-				if set.has(c.ID) && !send(c) {
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		// Then the chunks in pack order, a page at a time, each page in a read transaction of its
+		// own: one transaction for a whole verify, which can take hours, would keep SQLite from
+		// checkpointing its WAL, which would grow with every snapshot made meanwhile.
+		pack, offset := int64(-1), int64(-1)
+		for {
+			var page []store.Chunk
+			err := m.st.View(ctx, func(tx *store.Tx) (err error) {
+				page, err = tx.ChunksAfter(pack, offset, feedPage)
+				return err
+			})
+			if err != nil || len(page) == 0 {
+				return err
+			}
+			for _, c := range page {
+				if c.ID > maxID || (set != nil && !set.has(c.ID)) {
+					continue
+				}
+				if !send(c) {
 					return errStopFeed
 				}
-				return nil
-			})
-		})
+			}
+			last := page[len(page)-1]
+			pack, offset = last.Pack, last.Offset
+		}
 	}
 }
 

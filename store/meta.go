@@ -181,6 +181,14 @@ func (t *Tx) EachChunk(fn func(Chunk) error) error {
 	return rows.Err()
 }
 
+// ChunksAfter returns up to limit chunks in pack order (pack, then offset) that come after the
+// position (pack, offset); (-1, -1) starts from the first. Reading a store page by page in short
+// transactions lets SQLite checkpoint its WAL meanwhile, which one long read would stop.
+func (t *Tx) ChunksAfter(pack, offset int64, limit int) ([]Chunk, error) {
+	return queryAll(t, scanChunk, `SELECT `+chunkCols+` FROM chunks WHERE (pack_id, offset) > (?, ?)
+		ORDER BY pack_id, offset LIMIT ?`, pack, offset, limit)
+}
+
 // MaxChunkID returns the highest id a chunk has, 0 with none.
 func (t *Tx) MaxChunkID() (int64, error) {
 	var id int64
