@@ -30,6 +30,10 @@ type CreateOptions struct {
 	// NewDisk takes the snapshot even when the volume's path names another disk than the one it
 	// was added with (see ErrOtherDisk), and makes that disk the volume's from then on.
 	NewDisk bool
+	// batchBufs, set by tests only, caps the record buffers (one per block of the disk that holds
+	// new chunks) a batch holds, so that a small disk is committed in several batches; 0 for
+	// batchBytes' worth.
+	batchBufs int
 }
 
 // readBlock is how much of the disk the reader hands to a hasher at a time.
@@ -146,7 +150,7 @@ func (m *Manager) snapshotIn(ctx context.Context, c store.Chain, started bool, v
 
 	m.appendMu.RLock()
 	defer m.appendMu.RUnlock()
-	job := &createJob{m: m, chain: c, src: src, progress: opts.Progress}
+	job := &createJob{m: m, chain: c, src: src, progress: opts.Progress, maxBatchBufs: opts.batchBufs}
 	if ident != vol.Ident && ident != "" {
 		job.ident = ident // a volume from before identities were kept, or a new disk
 	}
@@ -243,6 +247,8 @@ type createJob struct {
 	dataBytes atomic.Int64
 	// ident, if not "", is recorded as the volume's disk identity with the snapshot.
 	ident string
+	// maxBatchBufs, if not 0, overrides batchBufs (CreateOptions.batchBufs).
+	maxBatchBufs int
 }
 
 // begin loads the newest snapshot's chunk map and records the new snapshot, invisible, as creating.
@@ -596,7 +602,12 @@ func (j *createJob) newRecPool(inFlight int) *recPool {
 }
 
 // batchBufs is how many record buffers a batch holds at most.
-func (j *createJob) batchBufs() int { return max(1, batchBytes/j.blockRecordBound()) }
+func (j *createJob) batchBufs() int {
+	if j.maxBatchBufs > 0 {
+		return j.maxBatchBufs
+	}
+	return max(1, batchBytes/j.blockRecordBound())
+}
 
 // get returns a free buffer, or nil once ctx is done.
 func (p *recPool) get(ctx context.Context) []byte {

@@ -26,6 +26,13 @@ import (
 // TestModel runs random operations on a store of a few small disks and checks the store after each
 // against an in-memory model: the bytes of every live snapshot.
 //
+// The disks are small, so the operations shrink what makes a large disk different: half the
+// snapshots are committed in batches of one or two blocks' records (CreateOptions.batchBufs), some
+// of them cancelled after batches committed; chunk maps are loaded in segments of 7 entries; one
+// disk and its clones use 64 KiB chunks, the others 16 KiB. Up to mMaxPending deletes wait for an
+// image at a time, while their neighbours are deleted, the store is reopened or they are deleted
+// again.
+//
 //	go test -run Model -model.ops 20000 -model.time 10m -model.seed 7 ./chain/
 //
 // SNAPFS_MODEL_OPS, SNAPFS_MODEL_SEED and SNAPFS_MODEL_TIME do the same.
@@ -65,11 +72,13 @@ func modelParams(t *testing.T) (ops int, seed uint64, budget time.Duration) {
 }
 
 const (
-	mChunk     = MinChunkSize // 16 KiB
-	mMinSize   = 256 << 10
-	mMaxSize   = 3 << 20
-	mMaxVols   = 4  // volumes with a disk at once
-	mManySnaps = 14 // above this, deletes become likelier
+	mChunk      = MinChunkSize     // 16 KiB, most disks' chunk size
+	mBigChunk   = DefaultChunkSize // 64 KiB, one disk's
+	mMinSize    = 256 << 10
+	mMaxSize    = 3 << 20
+	mMaxVols    = 4  // volumes with a disk at once
+	mManySnaps  = 14 // above this, deletes become likelier
+	mMaxPending = 3  // deletes waiting for an image at most
 )
 
 type chunkSum [32]byte
@@ -79,6 +88,7 @@ type mDisk struct {
 	vol  string
 	path string
 	data []byte
+	cs   int // its chain's chunk size
 }
 
 // mSnap is a live snapshot and the bytes it must read as.
@@ -90,6 +100,14 @@ type mSnap struct {
 	sums  map[chunkSum]int // distinct non-zero chunks: hash → length
 	vol   string           // the volume it was taken of
 	clone bool             // a clone's base
+	cs    int              // its chain's chunk size
+	ord   int              // order of creation: within a chain, the order of the snapshots
+}
+
+// mPending is a snapshot whose delete waits for the image that reads it.
+type mPending struct {
+	s  *mSnap
+	im *Image
 }
 
 func (s *mSnap) ref() string { return s.chain + "/" + s.name }
@@ -105,7 +123,9 @@ type model struct {
 
 	disks   []*mDisk
 	snaps   []*mSnap          // live snapshots, oldest first
-	chunks  map[chunkSum]int  // distinct chunks of live snapshots → how many snapshots have them
+	pending []*mPending       // deleted snapshots an image still reads, their chunks still counted
+	ord     int               // the last mSnap.ord given
+	chunks  map[chunkSum]int  // distinct chunks of live and pending snapshots → how many have them
 	sizes   map[chunkSum]int  // their lengths
 	counts  map[string]int    // operations run, by kind
 	seq     int               // for unique names
@@ -132,9 +152,14 @@ func TestModel(t *testing.T) {
 			md.db.Close()
 		}
 	})
-	// Three disks: sizes a multiple of the chunk size and not, partly sparse.
+	// Three disks: sizes a multiple of the chunk size and not, partly sparse; the last one (and its
+	// clones) in chunks of 64 KiB.
 	for i, size := range []int64{2<<20 + 1234, 1 << 20, 3<<20 - 5000} {
-		d := md.addDisk(fmt.Sprintf("v%d", i), size)
+		cs := mChunk
+		if i == 2 {
+			cs = mBigChunk
+		}
+		d := md.addDisk(fmt.Sprintf("v%d", i), size, cs)
 		md.fill(d, 0, len(d.data)/2)
 	}
 	start := time.Now()
@@ -151,7 +176,10 @@ func TestModel(t *testing.T) {
 		{"snapshot", func() int { return 16 }, md.opSnapshot},
 		{"snapshot-deleting", func() int { return min(3, len(md.snaps)) }, md.opSnapshotDeleting},
 		{"delete", func() int { return md.deleteWeight() }, md.opDelete},
-		{"delete-open", func() int { return min(2, len(md.snaps)) }, md.opDeleteOpen},
+		{"delete-open", func() int { return min(3, len(md.snaps)) }, md.opDeleteOpen},
+		{"delete-beside-pending", func() int { return min(3, len(md.pending)*len(md.snaps)) }, md.opDeleteBesidePending},
+		{"close-pending", func() int { return 2 * len(md.pending) }, md.opClosePending},
+		{"delete-again", func() int { return min(1, len(md.snaps)+len(md.pending)) }, md.opDeleteAgain},
 		{"clone", func() int { return min(3, len(md.snaps)) }, md.opClone},
 		{"clone-file", func() int { return min(1, len(md.snaps)) }, md.opCloneFile},
 		{"restore", func() int { return min(4, len(md.snaps)) }, md.opRestore},
@@ -161,6 +189,7 @@ func TestModel(t *testing.T) {
 		{"reopen", func() int { return 1 }, md.opReopen},
 		{"remove-volume", func() int { return md.removeWeight() }, md.opRemoveVolume},
 		{"cancel", func() int { return 1 }, md.opCancel},
+		{"cancel-late", func() int { return 1 }, md.opCancelLate},
 		{"shrink-during", func() int { return 1 }, md.opShrinkDuring},
 	}
 	done := 0
@@ -241,16 +270,16 @@ func (md *model) open() {
 
 // --- disks ---
 
-func (md *model) addDisk(name string, size int64) *mDisk {
+func (md *model) addDisk(name string, size int64, cs int) *mDisk {
 	md.t.Helper()
-	d := &mDisk{vol: name, path: filepath.Join(md.dir, name+".img"), data: make([]byte, size)}
+	d := &mDisk{vol: name, path: filepath.Join(md.dir, name+".img"), data: make([]byte, size), cs: cs}
 	if err := os.WriteFile(d.path, nil, 0o600); err != nil {
 		md.fatalf("%v", err)
 	}
 	if err := os.Truncate(d.path, size); err != nil {
 		md.fatalf("%v", err)
 	}
-	if _, err := md.m.AddVolume(md.ctx, VolumeSpec{Name: name, Source: d.path, ChunkSize: mChunk}); err != nil {
+	if _, err := md.m.AddVolume(md.ctx, VolumeSpec{Name: name, Source: d.path, ChunkSize: int64(cs)}); err != nil {
 		md.fatalf("add volume %s: %v", name, err)
 	}
 	md.disks = append(md.disks, d)
@@ -287,11 +316,12 @@ func (md *model) fill(d *mDisk, off, n int) {
 	md.writeDisk(d, int64(off), p)
 }
 
-// span picks a run of up to maxLen bytes inside a disk of size bytes, chunk-aligned half the time.
-func (md *model) span(size, maxLen int) (off, n int) {
+// span picks a run of up to maxLen bytes inside a disk of size bytes, aligned to chunks of cs
+// bytes half the time.
+func (md *model) span(size, maxLen, cs int) (off, n int) {
 	if md.rng.IntN(2) == 0 {
-		n = min(size, mChunk*(1+md.rng.IntN(max(1, maxLen/mChunk))))
-		off = mChunk * md.rng.IntN(size/mChunk+1)
+		n = min(size, cs*(1+md.rng.IntN(max(1, maxLen/cs))))
+		off = cs * md.rng.IntN(size/cs+1)
 		if off >= size {
 			off = size - n
 		}
@@ -308,14 +338,14 @@ func (md *model) opWrite() {
 	if md.rng.IntN(3) == 0 {
 		maxLen = 100
 	}
-	off, n := md.span(len(d.data), maxLen)
+	off, n := md.span(len(d.data), maxLen, d.cs)
 	md.note("write %s [%d, +%d)", d.vol, off, n)
 	md.fill(d, off, n)
 }
 
 func (md *model) opZero() {
 	d := md.disk()
-	off, n := md.span(len(d.data), 6*mChunk)
+	off, n := md.span(len(d.data), 6*mChunk, d.cs)
 	if md.rng.IntN(2) == 0 {
 		md.note("zero %s [%d, +%d) by writing", d.vol, off, n)
 		md.writeDisk(d, int64(off), make([]byte, n))
@@ -345,11 +375,11 @@ func (md *model) opCopy() {
 		o := md.disk()
 		src, from = o.data, o.vol
 	}
-	soff, n := md.span(len(src), 4*mChunk)
+	soff, n := md.span(len(src), 4*mChunk, d.cs)
 	n = min(n, len(d.data))
 	var doff int
-	if soff%mChunk == 0 && md.rng.IntN(4) != 0 {
-		doff = mChunk * md.rng.IntN((len(d.data)-n)/mChunk+1)
+	if soff%d.cs == 0 && md.rng.IntN(4) != 0 {
+		doff = d.cs * md.rng.IntN((len(d.data)-n)/d.cs+1)
 	} else {
 		doff = md.rng.IntN(len(d.data) - n + 1)
 	}
@@ -386,10 +416,10 @@ func (md *model) opResize() {
 
 // --- snapshots ---
 
-func sums(data []byte) map[chunkSum]int {
+func sums(data []byte, cs int) map[chunkSum]int {
 	out := map[chunkSum]int{}
-	for off := 0; off < len(data); off += mChunk {
-		c := data[off:min(off+mChunk, len(data))]
+	for off := 0; off < len(data); off += cs {
+		c := data[off:min(off+cs, len(data))]
 		if !allZero(c) {
 			out[sha256.Sum256(c)] = len(c)
 		}
@@ -398,7 +428,9 @@ func sums(data []byte) map[chunkSum]int {
 }
 
 func (md *model) addSnap(s *mSnap) {
-	s.sums = sums(s.data)
+	md.ord++
+	s.ord = md.ord
+	s.sums = sums(s.data, s.cs)
 	for h, n := range s.sums {
 		md.chunks[h]++
 		md.sizes[h] = n
@@ -427,29 +459,58 @@ func (md *model) release(s *mSnap) {
 	}
 }
 
+// smallBatches returns, half the time, a CreateOptions.batchBufs that commits a snapshot in batches
+// of one or two blocks' new records, as a disk far larger than the model's is committed; 0 (one
+// batch for the whole disk) otherwise.
+func (md *model) smallBatches() int {
+	if md.rng.IntN(2) == 0 {
+		return 1 + md.rng.IntN(2)
+	}
+	return 0
+}
+
+// create snapshots d with opts, running hook (if not nil) before each batch commits, with the
+// batch's number from 1. It returns how many batches came to commit.
+func (md *model) create(ctx context.Context, d *mDisk, opts CreateOptions, hook func(batch int)) (Snapshot, int, error) {
+	batches := 0
+	md.m.beforeCommit = func() {
+		batches++
+		if hook != nil {
+			hook(batches)
+		}
+	}
+	got, err := md.m.CreateSnapshot(ctx, d.vol, opts)
+	md.m.beforeCommit = nil
+	md.counts["batches"] += batches
+	if batches > 1 {
+		md.counts["snapshots of several batches"]++
+	}
+	return got, batches, err
+}
+
 func (md *model) snapshot(d *mDisk) *mSnap {
 	md.t.Helper()
-	opts := CreateOptions{}
+	opts := CreateOptions{batchBufs: md.smallBatches()}
 	if md.rng.IntN(3) > 0 {
 		md.seq++
 		opts.Name = fmt.Sprintf("s%d", md.seq)
 	}
 	before := md.stats()
-	got, err := md.m.CreateSnapshot(md.ctx, d.vol, opts)
+	got, batches, err := md.create(md.ctx, d, opts, nil)
 	if err != nil {
 		md.fatalf("snapshot %s: %v", d.vol, err)
 	}
-	md.note("snapshot %s: %s (id %d, %d deltas)", d.vol, got.Ref(), got.ID, got.Chunks)
-	if got.Size != int64(len(d.data)) || got.Volume != d.vol || got.Status != StatusReady {
+	md.note("snapshot %s: %s (id %d, %d deltas, %d batches of up to %d blocks)", d.vol, got.Ref(), got.ID, got.Chunks, batches, opts.batchBufs)
+	if got.Size != int64(len(d.data)) || got.Volume != d.vol || got.Status != StatusReady || got.ChunkSize != int64(d.cs) {
 		md.fatalf("snapshot %+v of a %d-byte disk", got, len(d.data))
 	}
 	if v, err := md.m.Volume(md.ctx, d.vol); err != nil || v.Size != int64(len(d.data)) || v.Chain != got.Chain {
 		md.fatalf("volume %s after a snapshot: %+v, %v", d.vol, v, err)
 	}
-	s := &mSnap{id: got.ID, chain: got.Chain, name: got.Name, data: bytes.Clone(d.data), vol: d.vol}
+	s := &mSnap{id: got.ID, chain: got.Chain, name: got.Name, data: bytes.Clone(d.data), vol: d.vol, cs: d.cs}
 	// The snapshot stores exactly its chunks that no live snapshot had.
 	var fresh int64
-	for h := range sums(s.data) {
+	for h := range sums(s.data, s.cs) {
 		if md.chunks[h] == 0 {
 			fresh++
 		}
@@ -466,7 +527,10 @@ func (md *model) opSnapshot() { md.snapshot(md.disk()) }
 
 // opSnapshotDeleting snapshots a disk while a snapshot of another chain is deleted just before the
 // new snapshot's first batch commits: chunks the store held when they were hashed may be gone when
-// they are referenced, and must be read from the disk again.
+// they are referenced, and must be read from the disk again, exactly those that only the deleted
+// snapshot had. When the snapshot is one batch, the disk has been read whole by then; two thirds of
+// those times the disk changes after the delete, in some of the chunks to be read again, which the
+// snapshot takes as they are now, and in one other chunk, which it keeps as it read it.
 func (md *model) opSnapshotDeleting() {
 	d := md.disk()
 	v, err := md.m.Volume(md.ctx, d.vol)
@@ -484,19 +548,79 @@ func (md *model) opSnapshotDeleting() {
 		return
 	}
 	victim := others[md.rng.IntN(len(others))]
+	if md.rng.IntN(3) > 0 {
+		// Chunks only the victim has, copied into the disk first, are to be read again.
+		var with []*mSnap
+		for _, s := range others {
+			if s.cs == d.cs && md.hasOnly(s) {
+				with = append(with, s)
+			}
+		}
+		if len(with) > 0 {
+			victim = with[md.rng.IntN(len(with))]
+			md.copyOnly(victim, d)
+		}
+	}
+	opts := CreateOptions{batchBufs: md.smallBatches()}
+	change := opts.batchBufs == 0 && md.rng.IntN(3) > 0
+	read := bytes.Clone(d.data) // what the snapshot reads
+	var again []int             // the offsets of the chunks only the victim has
+	for off := 0; off < len(read); off += d.cs {
+		c := read[off:min(off+d.cs, len(read))]
+		if h := sha256.Sum256(c); !allZero(c) && md.chunks[h] == 1 && victim.sums[h] != 0 {
+			again = append(again, off)
+		}
+	}
+	type write struct {
+		off int
+		p   []byte
+	}
+	var writes []write // made to the disk after the delete
 	deleted := false
-	var delErr error
-	md.m.beforeCommit = func() {
-		if !deleted {
-			deleted = true
-			_, delErr = md.m.DeleteSnapshot(md.ctx, victim.ref())
+	var delErr, writeErr error
+	hook := func(batch int) {
+		if batch != 1 {
+			return
+		}
+		deleted = true
+		if _, delErr = md.m.DeleteSnapshot(md.ctx, victim.ref()); delErr != nil || !change {
+			return
+		}
+		var offs []int
+		for _, off := range again {
+			if md.rng.IntN(3) > 0 {
+				offs = append(offs, off)
+			}
+		}
+		if len(offs) == 0 && len(again) > 0 {
+			offs = append(offs, again[md.rng.IntN(len(again))])
+		}
+		if other := d.cs * md.rng.IntN((len(read)+d.cs-1)/d.cs); !slices.Contains(again, other) {
+			offs = append(offs, other)
+		}
+		f, err := os.OpenFile(d.path, os.O_RDWR, 0)
+		if err != nil {
+			writeErr = err
+			return
+		}
+		defer f.Close()
+		for _, off := range offs {
+			n := min(d.cs, len(read)-off)
+			at := md.rng.IntN(n)
+			p := make([]byte, 1+md.rng.IntN(n-at))
+			for i := range p {
+				p[i] = byte(md.rng.Uint32()) | 1
+			}
+			if _, writeErr = f.WriteAt(p, int64(off+at)); writeErr != nil {
+				return
+			}
+			writes = append(writes, write{off + at, p})
 		}
 	}
 	reread := md.m.counts.reread.Load()
-	got, err := md.m.CreateSnapshot(md.ctx, d.vol, CreateOptions{})
-	md.m.beforeCommit = nil
-	if err != nil || delErr != nil {
-		md.fatalf("snapshot %s while deleting %s: %v; delete: %v", d.vol, victim.ref(), err, delErr)
+	got, batches, err := md.create(md.ctx, d, opts, hook)
+	if err != nil || delErr != nil || writeErr != nil {
+		md.fatalf("snapshot %s while deleting %s: %v; delete: %v; writing the disk: %v", d.vol, victim.ref(), err, delErr, writeErr)
 	}
 	if !deleted { // nothing changed: no batch to commit
 		if _, err := md.m.DeleteSnapshot(md.ctx, victim.ref()); err != nil {
@@ -505,11 +629,58 @@ func (md *model) opSnapshotDeleting() {
 	}
 	n := md.m.counts.reread.Load() - reread
 	md.counts["chunks read again"] += int(n)
-	md.note("snapshot %s while deleting %s: %s, %d chunks read again", d.vol, victim.ref(), got.Ref(), n)
+	md.note("snapshot %s while deleting %s: %s, %d batches, %d of %d chunks read again, %d writes meanwhile",
+		d.vol, victim.ref(), got.Ref(), batches, n, len(again), len(writes))
+	// Hashed before the delete in one batch, every chunk only the victim had is read again; in
+	// several, those hashed after the delete are stored as new.
+	if n > int64(len(again)) || opts.batchBufs == 0 && n != int64(len(again)) {
+		md.fatalf("%d chunks read again, %d chunks of the disk were only %s's", n, len(again), victim.ref())
+	}
 	md.dropSnap(victim)
-	s := &mSnap{id: got.ID, chain: got.Chain, name: got.Name, data: bytes.Clone(d.data), vol: d.vol}
+	for _, w := range writes {
+		copy(d.data[w.off:], w.p)
+		if i := w.off / d.cs * d.cs; slices.Contains(again, i) {
+			copy(read[w.off:], w.p)
+			md.counts["chunks changed before being read again"]++
+		}
+	}
+	s := &mSnap{id: got.ID, chain: got.Chain, name: got.Name, data: read, vol: d.vol, cs: d.cs}
 	md.addSnap(s)
 	md.checkImage(s)
+	if n > 0 {
+		// Reading an image checks a chunk against its record's checksum only: a chunk read again
+		// must also be stored under the hash of what was read.
+		md.verifySnaps(s)
+	}
+}
+
+// hasOnly reports whether s has a whole chunk no other snapshot has.
+func (md *model) hasOnly(s *mSnap) bool {
+	for h, n := range s.sums {
+		if n == s.cs && md.chunks[h] == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// copyOnly copies up to three whole chunks that only s has into d, at chunk boundaries, if their
+// chunk sizes are the same.
+func (md *model) copyOnly(s *mSnap, d *mDisk) {
+	if s.cs != d.cs {
+		return
+	}
+	var only []int
+	for off := 0; off+s.cs <= len(s.data); off += s.cs {
+		if c := s.data[off : off+s.cs]; !allZero(c) && md.chunks[sha256.Sum256(c)] == 1 {
+			only = append(only, off)
+		}
+	}
+	for range min(len(only), 1+md.rng.IntN(3)) {
+		from, to := only[md.rng.IntN(len(only))], d.cs*md.rng.IntN(len(d.data)/d.cs)
+		md.note("copy %s [%d, +%d) to %s at %d", s.ref(), from, s.cs, d.vol, to)
+		md.writeDisk(d, int64(to), bytes.Clone(s.data[from:from+s.cs]))
+	}
 }
 
 func (md *model) deleteWeight() int {
@@ -523,20 +694,40 @@ func (md *model) deleteWeight() int {
 	}
 }
 
-// nextInChain is the live snapshot after s in its chain, which a delete of s merges into.
-func (md *model) nextInChain(s *mSnap) *mSnap {
-	i := slices.Index(md.snaps, s)
-	for _, o := range md.snaps[i+1:] {
-		if o.chain == s.chain {
+// liveAfter is the live snapshot after s in its chain, which a delete of s merges into (unless a
+// snapshot whose delete is pending comes between); nil if none.
+func (md *model) liveAfter(s *mSnap) *mSnap {
+	for _, o := range md.snaps {
+		if o.chain == s.chain && o.ord > s.ord {
 			return o
 		}
 	}
 	return nil
 }
 
-func (md *model) opDelete() {
-	s := md.snaps[md.rng.IntN(len(md.snaps))]
-	next := md.nextInChain(s)
+// liveBefore is the live snapshot before s in its chain, nil if none.
+func (md *model) liveBefore(s *mSnap) *mSnap {
+	var b *mSnap
+	for _, o := range md.snaps {
+		if o.chain == s.chain && o.ord < s.ord {
+			b = o
+		}
+	}
+	return b
+}
+
+// chainHolds reports whether a chain has a live snapshot, or one whose delete is pending.
+func (md *model) chainHolds(chain string) bool {
+	return slices.ContainsFunc(md.snaps, func(s *mSnap) bool { return s.chain == chain }) ||
+		slices.ContainsFunc(md.pending, func(p *mPending) bool { return p.s.chain == chain })
+}
+
+func (md *model) opDelete() { md.deleteSnap(md.snaps[md.rng.IntN(len(md.snaps))]) }
+
+// deleteSnap deletes s, which no image reads: it goes at once, freeing exactly the chunks no other
+// snapshot has (live, or pending its delete), which are the bytes it was said to hold alone.
+func (md *model) deleteSnap(s *mSnap) {
+	next := md.liveAfter(s)
 	md.note("delete %s", s.ref())
 	info, err := md.m.Snapshot(md.ctx, s.ref())
 	if err != nil {
@@ -559,9 +750,47 @@ func (md *model) opDelete() {
 	}
 }
 
-// opDeleteOpen deletes a snapshot an image reads, maybe snapshots its volume meanwhile, and closes.
+// besidePending returns a live snapshot just before or after one whose delete is pending, in its
+// chain; nil if there is none.
+func (md *model) besidePending() *mSnap {
+	var near []*mSnap
+	for _, p := range md.pending {
+		if b := md.liveBefore(p.s); b != nil {
+			near = append(near, b)
+		}
+		if a := md.liveAfter(p.s); a != nil {
+			near = append(near, a)
+		}
+	}
+	if len(near) == 0 {
+		return nil
+	}
+	return near[md.rng.IntN(len(near))]
+}
+
+// opDeleteBesidePending deletes a neighbour of a snapshot whose delete is pending: one before merges
+// into the pending one, which the delete's freed bytes must reckon with.
+func (md *model) opDeleteBesidePending() {
+	s := md.besidePending()
+	if s == nil {
+		s = md.snaps[md.rng.IntN(len(md.snaps))]
+	} else {
+		md.counts["deletes beside a pending one"]++
+	}
+	md.deleteSnap(s)
+}
+
+// opDeleteOpen deletes a snapshot an image reads, maybe snapshots its volume meanwhile, and closes
+// the image, or half the time leaves it open: the delete stays pending while other operations run,
+// up to mMaxPending at a time. With deletes pending, it picks a neighbour of one half the time.
 func (md *model) opDeleteOpen() {
 	s := md.snaps[md.rng.IntN(len(md.snaps))]
+	if len(md.pending) > 0 && md.rng.IntN(2) == 0 {
+		if b := md.besidePending(); b != nil {
+			s = b
+			md.counts["deletes beside a pending one"]++
+		}
+	}
 	md.note("delete %s while an image reads it", s.ref())
 	im, err := md.m.OpenImage(md.ctx, s.ref())
 	if err != nil {
@@ -584,10 +813,78 @@ func (md *model) opDeleteOpen() {
 	if st := md.stats(); st.Chunks < before.Chunks {
 		md.fatalf("chunks freed while an image reads them: %d then %d", before.Chunks, st.Chunks)
 	}
-	if err := im.Close(); err != nil {
-		md.fatalf("close %s: %v", s.ref(), err)
+	p := &mPending{s: s, im: im}
+	if len(md.pending) < mMaxPending && md.rng.IntN(2) == 0 {
+		md.note("the image of %s stays open", s.ref())
+		md.counts["deletes left pending"]++
+		md.pending = append(md.pending, p)
+		return
 	}
-	md.release(s)
+	md.closePending(p)
+}
+
+// opClosePending closes the image of a snapshot whose delete is pending, which finishes the delete.
+// The image still reads the snapshot as it was, whatever was deleted or created beside it.
+func (md *model) opClosePending() {
+	i := md.rng.IntN(len(md.pending))
+	p := md.pending[i]
+	md.pending = slices.Delete(md.pending, i, i+1)
+	md.note("close the image of deleted %s", p.s.ref())
+	if md.rng.IntN(2) == 0 {
+		md.compare(p.s.ref(), p.im, p.s.data)
+	}
+	md.closePending(p)
+}
+
+// closePending closes p's image, which finishes the delete: the chunks no other snapshot has go.
+func (md *model) closePending(p *mPending) {
+	md.t.Helper()
+	before, n := md.stats(), len(md.chunks)
+	if err := p.im.Close(); err != nil {
+		md.fatalf("close %s: %v", p.s.ref(), err)
+	}
+	md.release(p.s)
+	if st := md.stats(); before.Chunks-st.Chunks != int64(n-len(md.chunks)) {
+		md.fatalf("closing the image of deleted %s freed %d chunks, %d went out of use", p.s.ref(), before.Chunks-st.Chunks, n-len(md.chunks))
+	}
+	md.pendingGone(p.s)
+}
+
+// pendingGone checks what the end of s's pending delete leaves: the live snapshot after it in its
+// chain, which took its changes, reads as before, and a chain whose volume was removed goes with
+// its last snapshot.
+func (md *model) pendingGone(s *mSnap) {
+	md.t.Helper()
+	if next := md.liveAfter(s); next != nil {
+		md.checkImage(next)
+	}
+	if _, dead := md.deadVol[s.chain]; dead && !md.chainHolds(s.chain) {
+		if c, err := md.m.Chain(md.ctx, s.chain); !errors.Is(err, ErrNotFound) {
+			md.fatalf("chain of a removed volume, its last snapshot deleted: %+v, %v", c, err)
+		}
+	}
+}
+
+// opDeleteAgain deletes, by name and by id, a snapshot already deleted: one whose delete is pending
+// (its image open), or one it deletes first. Neither is found, and nothing changes.
+func (md *model) opDeleteAgain() {
+	var s *mSnap
+	if len(md.pending) > 0 && (len(md.snaps) == 0 || md.rng.IntN(2) == 0) {
+		s = md.pending[md.rng.IntN(len(md.pending))].s
+	} else {
+		s = md.snaps[md.rng.IntN(len(md.snaps))]
+		md.deleteSnap(s)
+	}
+	md.note("delete %s again", s.ref())
+	before := md.stats()
+	for _, ref := range []string{s.ref(), fmt.Sprint(s.id)} {
+		if ds, err := md.m.DeleteSnapshot(md.ctx, ref); !errors.Is(err, ErrNotFound) {
+			md.fatalf("delete %s again: %+v, %v", ref, ds, err)
+		}
+	}
+	if st := md.stats(); st != before {
+		md.fatalf("deleting %s again changed the store: %+v then %+v", s.ref(), before, st)
+	}
 }
 
 func (md *model) diskOf(vol string) *mDisk {
@@ -623,13 +920,13 @@ func (md *model) opClone() {
 		md.fatalf("clone stored data: %+v then %+v", before, st)
 	}
 	md.checkFile(path, s.data)
-	d := &mDisk{vol: name, path: path, data: bytes.Clone(s.data)}
+	d := &mDisk{vol: name, path: path, data: bytes.Clone(s.data), cs: s.cs}
 	md.disks = append(md.disks, d)
 	info, err := md.m.Snapshot(md.ctx, name+"/"+s.name)
 	if err != nil || info.Origin != s.id {
 		md.fatalf("clone base %s/%s: %+v, %v", name, s.name, info, err)
 	}
-	base := &mSnap{id: info.ID, chain: name, name: s.name, data: bytes.Clone(s.data), vol: name, clone: true}
+	base := &mSnap{id: info.ID, chain: name, name: s.name, data: bytes.Clone(s.data), vol: name, clone: true, cs: s.cs}
 	md.addSnap(base)
 	md.checkImage(base)
 	// Its first own snapshot, of the unchanged clone, stores nothing.
@@ -673,8 +970,8 @@ func (md *model) opRestore() {
 	}
 	// Chunks that differ, counted on the model.
 	var differ int64
-	for off := 0; off < len(s.data); off += mChunk {
-		end := min(off+mChunk, len(s.data))
+	for off := 0; off < len(s.data); off += s.cs {
+		end := min(off+s.cs, len(s.data))
 		if !bytes.Equal(s.data[off:end], d.data[off:end]) {
 			differ++
 		}
@@ -683,7 +980,7 @@ func (md *model) opRestore() {
 	if err != nil {
 		md.fatalf("restore %s to %s: %v", s.ref(), d.vol, err)
 	}
-	if rs.ChunksWritten != differ || rs.ChunksWritten+rs.ChunksSkipped != chunkCount(int64(len(s.data)), mChunk) ||
+	if rs.ChunksWritten != differ || rs.ChunksWritten+rs.ChunksSkipped != chunkCount(int64(len(s.data)), int64(s.cs)) ||
 		rs.Target != d.path {
 		md.fatalf("restore %s to %s: %+v, want %d chunks written", s.ref(), d.vol, rs, differ)
 	}
@@ -705,15 +1002,25 @@ func (md *model) opRestoreFile() {
 // --- maintenance ---
 
 func (md *model) opVerify() {
-	var refs []string
-	read := map[chunkSum]bool{} // the distinct chunks the snapshots refs read
+	var snaps []*mSnap
 	if len(md.snaps) > 0 && md.rng.IntN(3) == 0 {
 		for range 2 {
-			s := md.snaps[md.rng.IntN(len(md.snaps))]
-			refs = append(refs, s.ref())
-			for h := range s.sums {
-				read[h] = true
-			}
+			snaps = append(snaps, md.snaps[md.rng.IntN(len(md.snaps))])
+		}
+	}
+	md.verifySnaps(snaps...)
+}
+
+// verifySnaps verifies snaps, or the whole store if none: no faults, and exactly the distinct
+// chunks they read (the store's) read.
+func (md *model) verifySnaps(snaps ...*mSnap) {
+	md.t.Helper()
+	var refs []string
+	read := map[chunkSum]bool{} // the distinct chunks the snapshots refs read
+	for _, s := range snaps {
+		refs = append(refs, s.ref())
+		for h := range s.sums {
+			read[h] = true
 		}
 	}
 	md.note("verify %q", refs)
@@ -743,13 +1050,29 @@ func (md *model) opGC() {
 	}
 }
 
+// opReopen closes the store and opens it again. The images of pending deletes are left open: they
+// went with the manager that opened them, as with a process that exits, and the store finishes
+// those deletes as it opens.
 func (md *model) opReopen() {
-	md.note("reopen")
+	md.note("reopen, %d deletes pending", len(md.pending))
 	if err := md.m.Close(); err != nil {
 		md.fatalf("close: %v", err)
 	}
 	md.m = nil
 	md.open()
+	gone := md.pending
+	md.pending = nil
+	md.counts["deletes pending at a reopen"] += len(gone)
+	for _, p := range gone {
+		md.release(p.s)
+	}
+	md.checkStore()
+	for _, p := range gone {
+		md.pendingGone(p.s)
+		if _, err := md.m.DeleteSnapshot(md.ctx, fmt.Sprint(p.s.id)); !errors.Is(err, ErrNotFound) {
+			md.fatalf("delete %s, finished as the store opened: %v", p.s.ref(), err)
+		}
+	}
 }
 
 func (md *model) removeWeight() int {
@@ -769,11 +1092,18 @@ func (md *model) opRemoveVolume() {
 	md.disks = md.disks[:len(md.disks)-1]
 	md.deadVol[d.vol] = d.path
 	os.Remove(d.path)
-	// The chain stays with its snapshots; a chain left without any goes with its volume.
+	// The chain stays with its snapshots, and those whose delete is pending; a chain left without
+	// any goes with its volume.
+	var live int64
+	for _, s := range md.snaps {
+		if s.chain == d.vol {
+			live++
+		}
+	}
 	c, err := md.m.Chain(md.ctx, d.vol)
 	switch {
-	case err == nil && c.Volume == "" && c.Snapshots > 0:
-	case errors.Is(err, ErrNotFound) && !slices.ContainsFunc(md.snaps, func(s *mSnap) bool { return s.chain == d.vol }):
+	case err == nil && c.Volume == "" && c.Snapshots == live && md.chainHolds(d.vol):
+	case errors.Is(err, ErrNotFound) && !md.chainHolds(d.vol):
 	default:
 		md.fatalf("chain of a removed volume: %+v, %v", c, err)
 	}
@@ -788,11 +1118,74 @@ func (md *model) opCancel() {
 	md.note("cancelled snapshot of %s", d.vol)
 	ctx, cancel := context.WithCancel(md.ctx)
 	defer cancel()
-	_, err := md.m.CreateSnapshot(ctx, d.vol, CreateOptions{Progress: func(done, total int64) { cancel() }})
-	if !errors.Is(err, context.Canceled) {
+	opts := CreateOptions{Progress: func(done, total int64) { cancel() }, batchBufs: md.smallBatches()}
+	if _, _, err := md.create(ctx, d, opts, nil); !errors.Is(err, context.Canceled) {
 		md.fatalf("cancelled snapshot: %v", err)
 	}
 	md.checkListed()
+}
+
+// opCancelLate cancels a snapshot committed in batches of one block's records each, with new data
+// in every block, just before its k-th batch commits (k ≥ 2): the batches before stored chunks,
+// which must go with the snapshot, and nothing else may change.
+func (md *model) opCancelLate() {
+	d := md.disk()
+	if len(d.data) <= 2*readBlock {
+		size := 2*readBlock + 1 + md.rng.IntN(readBlock-1)
+		md.note("resize %s from %d to %d", d.vol, len(d.data), size)
+		md.resize(d, int64(size))
+	}
+	// A chunk of random bytes in each block: new to the store, so that each block is a batch.
+	blocks := (len(d.data) + readBlock - 1) / readBlock
+	for b := range blocks {
+		length := min(readBlock, len(d.data)-b*readBlock)
+		off := b*readBlock + d.cs*md.rng.IntN((length+d.cs-1)/d.cs)
+		p := make([]byte, min(d.cs, len(d.data)-off))
+		for i := range p {
+			p[i] = byte(md.rng.Uint32())
+		}
+		md.note("write %s [%d, +%d)", d.vol, off, len(p))
+		md.writeDisk(d, int64(off), p)
+	}
+	k := 2 + md.rng.IntN(blocks-1)
+	md.note("snapshot of %s cancelled as its batch %d of %d is to commit", d.vol, k, blocks)
+	v, err := md.m.Volume(md.ctx, d.vol)
+	if err != nil {
+		md.fatalf("volume %s: %v", d.vol, err)
+	}
+	before := md.stats()
+	ctx, cancel := context.WithCancel(md.ctx)
+	defer cancel()
+	var mid store.StoreStats
+	var midErr error
+	_, batches, err := md.create(ctx, d, CreateOptions{batchBufs: 1}, func(batch int) {
+		if batch == k {
+			midErr = md.m.Store().View(md.ctx, func(tx *store.Tx) (err error) { mid, err = tx.Stats(); return err })
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || batches != k || midErr != nil {
+		md.fatalf("snapshot cancelled before batch %d: %v after %d batches (%v)", k, err, batches, midErr)
+	}
+	if mid.Chunks <= before.Chunks {
+		md.fatalf("%d batches committed no chunk: %+v then %+v", k-1, before, mid)
+	}
+	if st := md.stats(); st.Chunks != before.Chunks || st.StoredBytes != before.StoredBytes || st.RawBytes != before.RawBytes {
+		md.fatalf("a cancelled snapshot left the store %+v, %+v before it (%+v as it was cancelled)", st, before, mid)
+	}
+	if after, err := md.m.Volume(md.ctx, d.vol); err != nil || after != v {
+		md.fatalf("volume %s after a cancelled snapshot: %+v, %v; %+v before", d.vol, after, err, v)
+	}
+	md.checkListed()
+	var newest *mSnap
+	for _, s := range md.snaps {
+		if s.chain == v.Chain {
+			newest = s
+		}
+	}
+	if newest != nil {
+		md.checkImage(newest)
+	}
 }
 
 // opShrinkDuring shrinks the disk from the snapshot's first progress report: the snapshot fails.
@@ -803,11 +1196,11 @@ func (md *model) opShrinkDuring() {
 	}
 	size := int64(md.rng.IntN(len(d.data) - 1))
 	md.note("snapshot of %s shrinking to %d", d.vol, size)
-	_, err := md.m.CreateSnapshot(md.ctx, d.vol, CreateOptions{Progress: func(done, total int64) {
+	_, _, err := md.create(md.ctx, d, CreateOptions{batchBufs: md.smallBatches(), Progress: func(done, total int64) {
 		if done < total {
 			os.Truncate(d.path, size)
 		}
-	}})
+	}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "shrank") {
 		md.fatalf("snapshot of a shrinking disk: %v", err)
 	}
@@ -878,7 +1271,7 @@ func (md *model) checkListed() {
 		got = append(got, fmt.Sprintf("%d:%s/%s:%d data %d", s.ID, s.Chain, s.Name, s.Size, s.DataBytes))
 	}
 	for _, s := range md.snaps {
-		want = append(want, fmt.Sprintf("%d:%s:%d data %d", s.id, s.ref(), len(s.data), dataBytes(s.data)))
+		want = append(want, fmt.Sprintf("%d:%s:%d data %d", s.id, s.ref(), len(s.data), dataBytes(s.data, s.cs)))
 	}
 	sort.Strings(got)
 	sort.Strings(want)
@@ -888,11 +1281,11 @@ func (md *model) checkListed() {
 }
 
 // dataBytes is what a snapshot of a disk holding data reports as its data: the bytes of its chunks
-// that are not all zeros.
-func dataBytes(data []byte) int64 {
+// of cs bytes that are not all zeros.
+func dataBytes(data []byte, cs int) int64 {
 	var n int64
-	for off := 0; off < len(data); off += mChunk {
-		chunk := data[off:min(off+mChunk, len(data))]
+	for off := 0; off < len(data); off += cs {
+		chunk := data[off:min(off+cs, len(data))]
 		if slices.ContainsFunc(chunk, func(b byte) bool { return b != 0 }) {
 			n += int64(len(chunk))
 		}
@@ -949,6 +1342,9 @@ func (md *model) checkAll() {
 	for _, s := range md.snaps {
 		md.checkImage(s)
 	}
+	for _, p := range md.pending {
+		md.compare(p.s.ref(), p.im, p.s.data)
+	}
 	for _, d := range md.disks {
 		md.checkFile(d.path, d.data)
 	}
@@ -956,24 +1352,31 @@ func (md *model) checkAll() {
 }
 
 // checkChains compares each chain's description with its live snapshots: their number, the newest
-// one's size and the stored bytes of the distinct chunks they read.
+// one's size and the stored bytes of the distinct chunks they read, and those whose delete is
+// pending read.
 func (md *model) checkChains() {
 	md.t.Helper()
 	chains, err := md.m.Chains(md.ctx)
 	if err != nil {
 		md.fatalf("chains: %v", err)
 	}
+	all := slices.Clone(md.snaps)
+	for _, p := range md.pending {
+		all = append(all, p.s)
+	}
 	for _, c := range chains {
 		var n, size, stored int64
 		seen := map[store.Hash]bool{}
-		for _, s := range md.snaps {
+		for _, s := range all {
 			if s.chain != c.Name {
 				continue
 			}
-			n++
-			size = int64(len(s.data))
-			for off := 0; off < len(s.data); off += mChunk {
-				chunk := s.data[off:min(off+mChunk, len(s.data))]
+			if slices.Contains(md.snaps, s) {
+				n++
+				size = int64(len(s.data))
+			}
+			for off := 0; off < len(s.data); off += s.cs {
+				chunk := s.data[off:min(off+s.cs, len(s.data))]
 				h := store.Sum(chunk)
 				if allZero(chunk) || seen[h] {
 					continue
@@ -997,6 +1400,11 @@ func (md *model) checkChains() {
 func (md *model) deleteEverything() {
 	md.t.Helper()
 	allocBefore := md.packAllocated()
+	for len(md.pending) > 0 {
+		md.op++
+		md.opClosePending()
+		md.checkStore()
+	}
 	for len(md.snaps) > 0 {
 		md.op++
 		md.opDelete()
