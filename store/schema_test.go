@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -72,4 +74,51 @@ func TestDataBytesMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestReaderOfAnotherSchema: a reader of a store on an older schema says which command upgrades
+// it, and reads it once that has run; one of a newer schema says to upgrade snapfs.
+func TestReaderOfAnotherSchema(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir, Options{})
+	s.Close()
+	setVersion := func(v int) {
+		t.Helper()
+		db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "meta.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	setVersion(SchemaVersion + 1)
+	if _, err := Open(ctx, dir, Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "upgrade snapfs") {
+		t.Errorf("reader of a newer store: %v, want to be told to upgrade snapfs", err)
+	}
+
+	// Back to the schema before the last migration, whose statements can run again.
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`ALTER TABLE volumes DROP COLUMN ident`, `ALTER TABLE snapshots DROP COLUMN data_bytes`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	setVersion(2)
+	if _, err := Open(ctx, dir, Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "snapfs gc") {
+		t.Errorf("reader of an older store: %v, want to be told which command upgrades it", err)
+	}
+	openStore(t, dir, Options{}).Close() // a writer, as gc opens it
+	r, err := Open(ctx, dir, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("reader once a writer upgraded the store: %v", err)
+	}
+	r.Close()
 }

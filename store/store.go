@@ -152,8 +152,13 @@ func (s *Store) openDB(ctx context.Context, opts Options) error {
 		if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
 			return fmt.Errorf("read metadata: %w", err)
 		}
-		if v != SchemaVersion {
-			return fmt.Errorf("open metadata: schema version %d, this snapfs reads %d", v, SchemaVersion)
+		switch {
+		case v > SchemaVersion:
+			return fmt.Errorf("open metadata: schema version %d is newer than this snapfs (%d): upgrade snapfs", v, SchemaVersion)
+		case v < SchemaVersion:
+			// A reader does not change the store; the first command that writes upgrades it.
+			return fmt.Errorf("open metadata: the store is on schema version %d, this snapfs reads %d: "+
+				"any command that changes the store upgrades it first (snapfs gc, for one)", v, SchemaVersion)
 		}
 		return nil
 	}
