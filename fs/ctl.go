@@ -125,12 +125,8 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, sy
 		}
 		// What no more writing could make a command is refused now, not at a close whose
 		// error a shell does not report.
-		if err := commandPrefix(string(line)); err != nil {
+		if name, err := commandPrefix(string(line)); err != nil {
 			h.pending = nil
-			name := ""
-			if f := strings.Fields(string(line)); len(f) > 1 {
-				name = f[1]
-			}
 			return 0, h.refuse(name, line, err)
 		}
 		h.pending, h.writer = line, callerProcess(ctx)
@@ -149,10 +145,8 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, sy
 		// running the first would leave the caller unable to tell what failed.
 		return 0, h.refuse("", data, fmt.Errorf("%w: one command per write", errBadCommand))
 	}
-	if len(rest) > 0 {
-		if err := commandPrefix(string(rest)); err != nil {
-			return 0, h.refuse("", data, err)
-		}
+	if _, err := commandPrefix(string(rest)); err != nil {
+		return 0, h.refuse("", data, err)
 	}
 	if errno := h.run(ctx, cmd); errno != 0 {
 		return 0, errno
@@ -199,28 +193,30 @@ func callerProcess(ctx context.Context) uint32 {
 }
 
 // commandPrefix returns the error no more writing could save line (a command without its newline
-// yet) from, or nil when some continuation makes it a command.
-func commandPrefix(line string) error {
+// yet) from, with the name the status should show; nil when some continuation makes it a command.
+func commandPrefix(line string) (name string, err error) {
 	if tail := line[max(0, len(line)-utf8.UTFMax+1):]; !utf8.FullRuneInString(tail[lastRuneStart(tail):]) {
-		return nil // a character cut in two (a space, for Fields, once whole): it may yet be anything
+		return "", nil // a character cut in two (a space, for Fields, once whole): it may yet be anything
 	}
 	fields := strings.Fields(line)
+	if len(fields) > 1 {
+		name = fields[1]
+	}
 	more := len(line) > 0 && !strings.ContainsAny(line[len(line)-1:], " \t") // the last field may go on
 	switch {
 	case len(fields) == 0:
-		return nil
+		return "", nil
 	case len(fields) == 1 && more && strings.HasPrefix("snapshot", fields[0]):
-		return nil
+		return "", nil
 	case fields[0] != "snapshot":
-		return fmt.Errorf("%w: %q", errBadCommand, fields[0])
+		return name, fmt.Errorf("%w: %q", errBadCommand, fields[0])
 	case len(fields) > 2:
-		return fmt.Errorf("%w: too many arguments (end each command with a newline)", errBadCommand)
+		return name, fmt.Errorf("%w: too many arguments (end each command with a newline)", errBadCommand)
 	case len(fields) == 2:
-		if err := chain.ValidateName(fields[1]); err != nil {
-			return err // a bad character, a leading '.' or too long: more characters do not help
-		}
+		// A bad character, a leading '.' or too long: more characters do not help.
+		return name, chain.ValidateName(fields[1])
 	}
-	return nil
+	return "", nil
 }
 
 // lastRuneStart is where the last character of s begins: its last byte that is not a UTF-8

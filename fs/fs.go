@@ -134,9 +134,9 @@ func (f *FS) errno(op string, err error) syscall.Errno {
 	return syscall.EIO
 }
 
-// SnapshotDeleted makes the kernel forget the image of a snapshot deleted while mounted. Its name is
-// looked up afresh on every use anyway; this drops the dentry the kernel keeps for it.
-// Files already open on the image go on reading it. It returns at once: the kernel is told from
+// SnapshotDeleted makes the kernel forget the image of a snapshot deleted while mounted, which it
+// would otherwise keep finding for up to an hour, and counts the delete (see FS.deletes). Files
+// already open on the image go on reading it. It returns at once: the kernel is told from
 // another goroutine, since telling it from inside a file operation would deadlock. The channel it
 // returns is closed once the kernel has been told; callers outside file operations may wait on it so
 // that the image is gone when they report the delete.

@@ -58,7 +58,7 @@ func FuzzCommandPrefix(f *testing.F) {
 		if strings.ContainsAny(line+more, "\n") {
 			return
 		}
-		if commandPrefix(line) == nil {
+		if _, err := commandPrefix(line); err == nil {
 			return
 		}
 		name, err := parseCommand(line + more + "\n")

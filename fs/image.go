@@ -75,9 +75,7 @@ func (n *imageNode) fill(_ context.Context, out *fuse.Attr) syscall.Errno {
 	return 0
 }
 
-func (n *imageNode) timeouts() (time.Duration, time.Duration) {
-	return imageTimeout, imageTimeout
-}
+func (n *imageNode) timeouts() (time.Duration, time.Duration) { return imageTimeout, imageTimeout }
 
 // ref names the snapshot by id, so that a snapshot deleted and made again under the same name is not
 // mistaken for this one.

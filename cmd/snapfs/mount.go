@@ -184,16 +184,9 @@ func within(path, dir string) bool {
 
 // waitExit waits until process pid is gone, or d passed; it reports whether it is gone.
 func waitExit(pid int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if !alive(pid) {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return waitGone(ctx, pid)
 }
 
 // alive reports whether process pid exists and is not a zombie. A zombie thread-group leader
