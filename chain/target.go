@@ -186,35 +186,16 @@ func (t *storeTree) fileNamed(id fileID) string {
 		return ""
 	}
 	t.scans++
-	var found string
 	for _, dir := range t.dirs {
-		stopped := t.eachFile(dir, func(p string, st *unix.Stat_t) bool {
-			if idOf(st) == id {
-				found = p
+		for _, e := range readDirUnsorted(dir) {
+			p := filepath.Join(dir, e.Name())
+			var st unix.Stat_t
+			if unix.Stat(p, &st) == nil && idOf(&st) == id {
+				return p
 			}
-			return found == ""
-		})
-		if stopped {
-			break
 		}
 	}
-	return found
-}
-
-// eachFile calls fn with each entry of directory dir and its identity (symlinks followed) until fn
-// returns false, and reports whether fn stopped it. Entries that vanish meanwhile are skipped.
-func (t *storeTree) eachFile(dir string, fn func(path string, st *unix.Stat_t) bool) bool {
-	for _, e := range readDirUnsorted(dir) {
-		p := filepath.Join(dir, e.Name())
-		var st unix.Stat_t
-		if unix.Stat(p, &st) != nil {
-			continue
-		}
-		if !fn(p, &st) {
-			return true
-		}
-	}
-	return false
+	return ""
 }
 
 // under returns the path in the store of rel in directory dir (a path with no symlinks), when dir
