@@ -69,10 +69,7 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 	// What fails before a byte is written leaves no file this restore created.
 	unmade := func(err error) (RestoreStats, error) {
 		if created {
-			if rerr := os.Remove(d.path); rerr != nil {
-				return RestoreStats{}, fmt.Errorf("%w (and removing the file it was creating: %v)", err, rerr)
-			}
-			return RestoreStats{}, fmt.Errorf("%w (the file it was creating is removed)", err)
+			return RestoreStats{}, removeCreated(d.path, err)
 		}
 		return RestoreStats{}, err
 	}
@@ -99,8 +96,7 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 	}
 	if err != nil {
 		if created {
-			os.Remove(d.path)
-			return st, fmt.Errorf("restore %s to %s: %w (the file it was creating is removed)", ref, d.path, err)
+			return st, removeCreated(d.path, fmt.Errorf("restore %s to %s: %w", ref, d.path, err))
 		}
 		if d.touched.Load() {
 			return st, fmt.Errorf("restore %s to %s: %w (%s is partly restored: restore it again)", ref, d.path, err, d.path)
@@ -534,12 +530,17 @@ func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (Clo
 		}
 	}
 	if err != nil {
-		if rerr := os.Remove(d.path); rerr != nil {
-			return CloneResult{}, fmt.Errorf("clone %s to %s: %w (and removing the file it was creating: %v)", ref, opts.To, err, rerr)
-		}
-		return CloneResult{}, fmt.Errorf("clone %s to %s: %w (the file it was creating is removed)", ref, opts.To, err)
+		return CloneResult{}, removeCreated(d.path, fmt.Errorf("clone %s to %s: %w", ref, opts.To, err))
 	}
 	return res, nil
+}
+
+// removeCreated removes the file a failed restore or clone created at path and says so in err.
+func removeCreated(path string, err error) error {
+	if rerr := os.Remove(path); rerr != nil {
+		return fmt.Errorf("%w (and removing the file it was creating: %v)", err, rerr)
+	}
+	return fmt.Errorf("%w (the file it was creating is removed)", err)
 }
 
 // writeClone writes the image into the new sparse file d: a restore onto a disk of holes, which

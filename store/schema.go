@@ -89,13 +89,18 @@ CREATE TABLE deltas (
 // SchemaVersion is the schema version this build writes.
 var SchemaVersion = len(migrations)
 
+// newerSchema is the error for a store of schema version v, written by a newer snapfs.
+func newerSchema(v int) error {
+	return fmt.Errorf("schema version %d is newer than this snapfs (%d): upgrade snapfs", v, SchemaVersion)
+}
+
 func migrate(ctx context.Context, db *sql.DB) error {
 	var v int
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	if v > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this snapfs (%d): upgrade snapfs", v, len(migrations))
+		return newerSchema(v)
 	}
 	for ; v < len(migrations); v++ {
 		tx, err := db.BeginTx(ctx, nil)

@@ -154,7 +154,7 @@ func (s *Store) openDB(ctx context.Context, opts Options) error {
 		}
 		switch {
 		case v > SchemaVersion:
-			return fmt.Errorf("open metadata: schema version %d is newer than this snapfs (%d): upgrade snapfs", v, SchemaVersion)
+			return fmt.Errorf("open metadata: %w", newerSchema(v))
 		case v < SchemaVersion:
 			// A reader does not change the store; the first command that writes upgrades it.
 			return fmt.Errorf("open metadata: the store is on schema version %d, this snapfs reads %d: "+
