@@ -227,11 +227,13 @@ func unwrapPath(err error) error {
 // disk is free.
 func inUse(d *disk) string {
 	if d.block {
-		return blockInUse(d.st.Rdev, 0)
+		mounts, _ := MountTable()
+		return blockInUse(mounts, d.st.Rdev, 0)
 	}
 	if loop, loopRdev := loopBacking(d.st.Dev, d.st.Ino); loop != "" {
 		why := "attached to " + loop
-		if more := blockInUse(loopRdev, 1); more != "" {
+		mounts, _ := MountTable()
+		if more := blockInUse(mounts, loopRdev, 1); more != "" {
 			why += ", which is " + more
 		}
 		return why
@@ -242,10 +244,9 @@ func inUse(d *disk) string {
 // maxLoopStack bounds how many loop devices stacked over one another inUse follows.
 const maxLoopStack = 8
 
-// blockInUse says why the block device rdev may not be written to, or "". depth is how many loop
-// devices deep it is looking.
-func blockInUse(rdev uint64, depth int) string {
-	mounts, _ := MountTable()
+// blockInUse says why the block device rdev may not be written to, or "", by the mount table
+// mounts. depth is how many loop devices deep it is looking.
+func blockInUse(mounts []MountEntry, rdev uint64, depth int) string {
 	if mp := mountedDevice(mounts, devNumber(rdev)); mp != "" {
 		return "mounted at " + mp
 	}
@@ -261,7 +262,7 @@ func blockInUse(rdev uint64, depth int) string {
 	if loop, loopRdev := loopOverDevice(rdev); loop != "" {
 		why := "in use by " + loop + " (a loop device over it)"
 		if depth < maxLoopStack {
-			if more := blockInUse(loopRdev, depth+1); more != "" {
+			if more := blockInUse(mounts, loopRdev, depth+1); more != "" {
 				why += ", which is " + more
 			}
 		}
