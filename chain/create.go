@@ -131,12 +131,8 @@ func (m *Manager) snapshotIn(ctx context.Context, c store.Chain, started bool, v
 	// The disk is opened, and its size and identity read, only now: a restore onto it holds this
 	// lock until it has cut the disk to its snapshot's size and recorded the disk it restored to
 	// as the volume's.
-	err := m.st.View(ctx, func(tx *store.Tx) error {
-		cur, err := tx.VolumeByID(vol.ID)
-		if errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("volume %s: %w (removed as its snapshot began)", vol.Name, ErrNotFound)
-		}
-		vol = cur
+	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
+		vol, err = currentVolume(tx, vol)
 		return err
 	})
 	if err != nil {

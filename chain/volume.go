@@ -110,13 +110,20 @@ func volumeOfDisk(tx *store.Tx, d *disk) (store.Volume, bool, error) {
 	return store.Volume{}, false, nil
 }
 
-// volumeStillThere says, in a transaction of a snapshot of vol, that vol was removed since the
-// snapshot looked it up (with the chain it may have just started).
-func volumeStillThere(tx *store.Tx, vol store.Volume) error {
-	if _, err := tx.VolumeByID(vol.ID); errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("volume %s: %w (removed as its snapshot began)", vol.Name, ErrNotFound)
+// currentVolume returns vol as it is now, in a transaction of a snapshot of vol; the error says
+// that vol was removed since the snapshot looked it up (with the chain it may have just started).
+func currentVolume(tx *store.Tx, vol store.Volume) (store.Volume, error) {
+	cur, err := tx.VolumeByID(vol.ID)
+	if errors.Is(err, ErrNotFound) {
+		return cur, fmt.Errorf("volume %s: %w (removed as its snapshot began)", vol.Name, ErrNotFound)
 	}
-	return nil
+	return cur, err
+}
+
+// volumeStillThere is currentVolume for a transaction that needs only to know vol is still there.
+func volumeStillThere(tx *store.Tx, vol store.Volume) error {
+	_, err := currentVolume(tx, vol)
+	return err
 }
 
 func noOtherSystemDisk(tx *store.Tx, instance string) error {
