@@ -58,6 +58,7 @@ type opArgs struct {
 	NewDisk    bool     `json:"new_disk,omitempty"`    // snapshot.create, restore
 	Zone       string   `json:"zone,omitempty"`        // snapshot.create: the command's time zone, for a default name
 	ZoneOffset int      `json:"zone_offset,omitempty"` // snapshot.create: its offset east of UTC, in seconds
+	ZoneRules  []byte   `json:"zone_rules,omitempty"`  // snapshot.create: its rules (TZif), when known
 }
 
 // volumeSpec is the volume volume.add registers.
@@ -194,7 +195,7 @@ func applyCreate(ctx context.Context, m *chain.Manager, a opArgs, progress chain
 	if a.Zone != "" {
 		// A default name is the command's local date and time, as when it runs on its own, not
 		// the daemon's.
-		zone := time.FixedZone(a.Zone, a.ZoneOffset)
+		zone := commandZone(a)
 		opts.Now = func() time.Time { return time.Now().In(zone) }
 	}
 	return m.CreateSnapshot(ctx, volume, opts)

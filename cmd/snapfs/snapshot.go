@@ -109,7 +109,9 @@ func snapshotCreateOp(cCtx *cli.Context) (o op, what string, err error) {
 		}
 	}
 	// The default name holds the date and time in this command's zone, whoever applies the op.
-	a.Zone, a.ZoneOffset = time.Now().Zone()
+	now := time.Now()
+	a.Zone, a.ZoneOffset = now.Zone()
+	a.ZoneRules = localZoneRules(now)
 	return op{Kind: opSnapshotCreate, Args: a}, what, nil
 }
 
