@@ -10,10 +10,22 @@ import (
 
 // MountEntry is one line of the mount table (/proc/self/mountinfo).
 type MountEntry struct {
-	Dev    string // major:minor of the mounted filesystem
-	Dir    string // mount point
-	Type   string // filesystem type, e.g. "ext4" or "fuse.snapfs"
-	Source string // mounted device; for snapfs, the store's directory
+	Dev     string // major:minor of the mounted filesystem
+	Dir     string // mount point
+	Type    string // filesystem type, e.g. "ext4" or "fuse.snapfs"
+	Source  string // mounted device; for snapfs, the store's directory
+	Options string // the filesystem's own options, as the table writes them (escaped)
+}
+
+// OptionValues returns the values, unescaped, of the filesystem option key, in the order given.
+func (e MountEntry) OptionValues(key string) []string {
+	var out []string
+	for _, o := range strings.Split(e.Options, ",") {
+		if k, v, _ := strings.Cut(o, "="); k == key {
+			out = append(out, unescapeMount(v))
+		}
+	}
+	return out
 }
 
 // MountTable reads the mount table, in mount order.
@@ -48,7 +60,11 @@ func ParseMountInfo(line string) (MountEntry, bool) {
 	if len(lf) < 5 || len(rf) < 2 {
 		return MountEntry{}, false
 	}
-	return MountEntry{Dev: lf[2], Dir: unescapeMount(lf[4]), Type: unescapeMount(rf[0]), Source: unescapeMount(rf[1])}, true
+	e := MountEntry{Dev: lf[2], Dir: unescapeMount(lf[4]), Type: unescapeMount(rf[0]), Source: unescapeMount(rf[1])}
+	if len(rf) > 2 {
+		e.Options = rf[2]
+	}
+	return e, true
 }
 
 // unescapeMount undoes the octal escapes (\040 for a space) of the mount table.

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -349,7 +350,7 @@ func (t *storeTree) refuseDevice(what, path string, st *unix.Stat_t) error {
 	}
 	mounts, _ := MountTable()
 	for i := range loops {
-		loops[i].lower = loops[i].lowerDevice(mounts)
+		loops[i].lower = loops[i].lowerDevices(mounts)
 	}
 	store := t.blockDevices(mounts)
 	found, start, ok := storeDeviceUnder(starts, store, loops)
@@ -391,7 +392,7 @@ func (t *storeTree) blockDevices(mounts []MountEntry) map[uint64]string {
 		if r, err := filepath.EvalSymlinks(p); err == nil {
 			if e, ok := containingMount(mounts, r); ok {
 				mountpoint = e.Dir
-				if rdev, ok := blockDevice(e.Source); ok {
+				for _, rdev := range mountDevices(mounts, e, 0) {
 					add(rdev, mountpoint)
 				}
 			}
@@ -450,7 +451,7 @@ func devicesOn(rdev uint64, loops []loopDevice) []uint64 {
 		}
 	}
 	for _, l := range loops {
-		if l.lower == rdev {
+		if slices.Contains(l.lower, rdev) {
 			out = append(out, l.rdev)
 		}
 	}
@@ -462,7 +463,7 @@ type loopDevice struct {
 	path  string
 	rdev  uint64 // its own device number
 	info  unix.LoopInfo64
-	lower uint64 // the block device it reads, by way of a filesystem or not (see lowerDevice)
+	lower []uint64 // the block devices it reads, by way of a filesystem or not (see lowerDevices)
 }
 
 // attachedLoops lists the attached loop devices, without their lower devices.
@@ -475,28 +476,65 @@ func attachedLoops() []loopDevice {
 	return out
 }
 
-// lowerDevice returns the block device that the loop device reads: the one it is attached to, or
-// the one under the filesystem that holds its backing file; 0 when that is none (tmpfs) or
+// lowerDevices returns the block devices that the loop device reads: the one it is attached to, or
+// those under the filesystem that holds its backing file; none when that is none (tmpfs) or
 // unknown.
-func (l loopDevice) lowerDevice(mounts []MountEntry) uint64 {
+func (l loopDevice) lowerDevices(mounts []MountEntry) []uint64 {
 	if l.info.Rdevice != 0 { // lo_rdevice is the backing file's st_rdev: a block device
-		return l.info.Rdevice
+		return []uint64{l.info.Rdevice}
 	}
 	if unix.Major(l.info.Device) != 0 {
-		return l.info.Device
+		return []uint64{l.info.Device}
 	}
-	// An anonymous device number (btrfs, tmpfs): what is mounted where the backing file is says
-	// which disk it is on, if any.
+	// An anonymous device number (btrfs, tmpfs, overlayfs): what is mounted where the backing
+	// file is says which disk it is on, if any.
 	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(l.path), "loop", "backing_file"))
 	if err != nil {
-		return 0
+		return nil
 	}
 	if e, ok := containingMount(mounts, strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")); ok {
-		if rdev, ok := blockDevice(e.Source); ok {
-			return rdev
+		return mountDevices(mounts, e, 0)
+	}
+	return nil
+}
+
+// mountDevices returns the block devices a mounted filesystem keeps its files on: its source, or,
+// for an overlay, the devices of its layers' directories (a file read through it may sit in any
+// layer; one written through it sits in the upper one). depth bounds overlays over overlays.
+func mountDevices(mounts []MountEntry, e MountEntry, depth int) []uint64 {
+	if rdev, ok := blockDevice(e.Source); ok {
+		return []uint64{rdev}
+	}
+	if e.Type != "overlay" || depth > maxDeviceDepth {
+		return nil
+	}
+	var out []uint64
+	for _, dir := range overlayLayers(e) {
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) != nil {
+			continue // a layer this mount namespace does not see
+		}
+		if unix.Major(st.Dev) != 0 {
+			out = append(out, st.Dev)
+			continue
+		}
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			if under, ok := containingMount(mounts, r); ok {
+				out = append(out, mountDevices(mounts, under, depth+1)...)
+			}
 		}
 	}
-	return 0
+	return out
+}
+
+// overlayLayers lists the directories of an overlay mount: upper, lowers and data layers.
+func overlayLayers(e MountEntry) []string {
+	dirs := e.OptionValues("upperdir")
+	for _, lower := range e.OptionValues("lowerdir") {
+		dirs = append(dirs, strings.Split(lower, ":")...)
+	}
+	dirs = append(dirs, e.OptionValues("lowerdir+")...)
+	return append(dirs, e.OptionValues("datadir+")...)
 }
 
 // containingMount returns the mount that path (absolute, with no symlinks) is in: the one at its

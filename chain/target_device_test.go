@@ -197,6 +197,52 @@ func TestRestoreRefusesStoreDevice(t *testing.T) {
 		refusedOnto(t, m, data, outer, "target "+outer+" holds", "on "+inner)
 	})
 
+	// An overlay gives its files a device number of its own; the store's files are on its layers'
+	// devices: written ones in the upper layer, others possibly still in a lower one.
+	overlay := func(t *testing.T, lower, upperFS string) string {
+		t.Helper()
+		upper, work := filepath.Join(upperFS, "upper"), filepath.Join(upperFS, "work")
+		for _, d := range []string{upper, work} {
+			if err := os.Mkdir(d, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mnt := t.TempDir()
+		sh(t, "mount", "-t", "overlay", "overlay", "-o", "lowerdir="+lower+",upperdir="+upper+",workdir="+work, mnt)
+		t.Cleanup(func() {
+			if exec.Command("umount", mnt).Run() != nil {
+				exec.Command("umount", "-l", mnt).Run()
+			}
+		})
+		return mnt
+	}
+	t.Run("overlay upper layer", func(t *testing.T) {
+		upperDev := attachLoop(t, sparseImage(t, t.TempDir(), "upper.img", size))
+		mnt := overlay(t, t.TempDir(), mountExt4(t, upperDev))
+		m, data := deviceStore(t, mnt)
+		refusedOnto(t, m, data, upperDev, "target "+upperDev+" holds")
+		inner := attachLoop(t, sparseImage(t, mnt, "inner.img", size))
+		m2, data2 := deviceStore(t, mountExt4(t, inner))
+		refusedOnto(t, m2, data2, upperDev, "target "+upperDev+" holds", "on "+inner)
+	})
+	t.Run("overlay lower layer", func(t *testing.T) {
+		lowerDev := attachLoop(t, sparseImage(t, t.TempDir(), "lower.img", size))
+		lower := mountExt4(t, lowerDev)
+		m, data := deviceStore(t, lower) // a store made before the overlay, its packs in the lower layer
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+		upperDev := attachLoop(t, sparseImage(t, t.TempDir(), "upper.img", size))
+		mnt := overlay(t, lower, mountExt4(t, upperDev))
+		m, err := Open(context.Background(), filepath.Join(mnt, "store"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		refusedOnto(t, m, data, lowerDev, "target "+lowerDev+" holds")
+		refusedOnto(t, m, data, upperDev, "target "+upperDev+" holds")
+	})
+
 	// A filesystem such as btrfs gives its files a device number of its own, not its disk's: the
 	// mount table says which disk it is mounted from. A tmpfs mounted with a device as its source
 	// stands in for one here.

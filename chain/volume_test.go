@@ -77,6 +77,10 @@ func TestParseMountInfo(t *testing.T) {
 	if !ok || e.Dir != "/tmp/my mnt" || e.Type != "fuse.snapfs" || e.Source != `/var/lib/snap\fs` || e.Dev != "0:38" {
 		t.Errorf("ParseMountInfo = %+v, %v", e, ok)
 	}
+	ov, ok := ParseMountInfo(`50 27 0:42 / /m rw - overlay overlay rw,lowerdir=/l\0541:/l2,upperdir=/u,workdir=/w,lowerdir+=/l3,lowerdir+=/l4`)
+	if got := overlayLayers(ov); !ok || !slices.Equal(got, []string{"/u", "/l,1", "/l2", "/l3", "/l4"}) {
+		t.Errorf("overlay layers of %+v: %q", ov, got)
+	}
 	if _, ok := ParseMountInfo("garbage"); ok {
 		t.Error("parsed garbage")
 	}
