@@ -144,6 +144,11 @@ func (im *Image) readSeq(p []byte, off int64) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("read %s at %d: %w", im.info.Ref(), pos, err)
 		}
+		if clen := v.chunkLen(idx); int64(len(data)) != clen {
+			// A damaged delta naming another chunk: shorter, it would never advance the read.
+			return n, fmt.Errorf("read %s at %d: %w: chunk %d holds %d bytes, the image's chunk %d has %d",
+				im.info.Ref(), pos, store.ErrCorrupt, c.ID, len(data), idx, clen)
+		}
 		n += copy(p[n:], data[within:])
 	}
 	return n, nil
