@@ -32,17 +32,19 @@ type RestoreStats struct {
 	ChunksWritten int64  `json:"chunks_written"`
 	ChunksSkipped int64  `json:"chunks_skipped"`
 	BytesWritten  int64  `json:"bytes_written"`
+	// Warning says what went wrong beside a restore that succeeded (see closeRead), if anything.
+	Warning string `json:"warning,omitempty"`
 }
 
 // Restore writes a snapshot back to a disk (rolls it back), writing only the chunks whose content
 // differs from what the disk holds. It refuses a target that is smaller than the snapshot or in use
 // (unless Force). A regular-file target ends up exactly the snapshot's size. Newer snapshots stay.
-func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) (RestoreStats, error) {
+func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) (st RestoreStats, err error) {
 	im, err := m.OpenImage(ctx, ref)
 	if err != nil {
 		return RestoreStats{}, err
 	}
-	defer im.Close()
+	defer func() { st.Warning, err = closeRead(im, err) }()
 	target, ident := opts.To, ""
 	if target == "" {
 		if target, ident, err = m.chainSource(ctx, im.info.Chain); err != nil {
@@ -89,7 +91,7 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 	} else if ok {
 		defer m.lockChain(c)()
 	}
-	st := RestoreStats{Target: d.path, Size: im.Size()}
+	st = RestoreStats{Target: d.path, Size: im.Size()}
 	err = m.writeImage(ctx, im.view, d, &st, opts.Progress)
 	if err == nil {
 		err = d.cutTo(im.Size())
@@ -476,12 +478,14 @@ type CloneResult struct {
 	Size         int64   `json:"size"`
 	BytesWritten int64   `json:"bytes_written"`
 	Volume       *Volume `json:"volume,omitempty"`
+	// Warning says what went wrong beside a clone that succeeded (see closeRead), if anything.
+	Warning string `json:"warning,omitempty"`
 }
 
 // Clone writes a snapshot to a new sparse image file. With Volume set the file is registered as a new
 // volume whose chain begins with the snapshot's chunks, shared rather than copied, so that the new
 // volume's first own snapshot stores only what changed since the clone.
-func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (CloneResult, error) {
+func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (res CloneResult, err error) {
 	spec := VolumeSpec{Name: opts.Volume, Source: opts.To, Kind: opts.Kind, Instance: opts.Instance, ChunkSize: DefaultChunkSize}
 	if opts.Volume != "" {
 		if err := spec.validate(); err != nil {
@@ -492,7 +496,7 @@ func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (Clo
 	if err != nil {
 		return CloneResult{}, err
 	}
-	defer im.Close()
+	defer func() { res.Warning, err = closeRead(im, err) }()
 	if opts.Volume != "" {
 		err := m.st.View(ctx, func(tx *store.Tx) error { return checkCloneVolume(tx, spec) })
 		if err != nil {
@@ -519,7 +523,7 @@ func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (Clo
 		os.Remove(d.path)
 		return CloneResult{}, err
 	}
-	res := CloneResult{Path: d.path, Size: im.Size()}
+	res = CloneResult{Path: d.path, Size: im.Size()}
 	err = m.writeClone(ctx, im, d, &res, opts.Progress)
 	d.Close()
 	if err == nil && opts.Volume != "" {
@@ -533,6 +537,22 @@ func (m *Manager) Clone(ctx context.Context, ref string, opts CloneOptions) (Clo
 		return CloneResult{}, removeCreated(d.path, fmt.Errorf("clone %s to %s: %w", ref, opts.To, err))
 	}
 	return res, nil
+}
+
+// closeRead closes the image a restore or clone read, whose outcome is err. Closing the last reader
+// of a snapshot deleted meanwhile finishes that delete; a failure there undoes nothing of the
+// restore or clone, so it comes back as a warning beside their success (or told with their
+// failure), and gc finishes the delete later.
+func closeRead(im *Image, err error) (warning string, _ error) {
+	cerr := im.Close()
+	if cerr == nil {
+		return "", err
+	}
+	w := fmt.Sprintf("the delete of %s, deferred while it was read, did not finish (snapfs gc finishes it): %v", im.info.Ref(), cerr)
+	if err != nil {
+		return "", fmt.Errorf("%w; %s", err, w)
+	}
+	return w, nil
 }
 
 // removeCreated removes the file a failed restore or clone created at path and says so in err.

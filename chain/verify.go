@@ -324,21 +324,68 @@ func (v *view) usesAt(ctx context.Context, id int64, deltas []store.ChunkDelta) 
 // GCStats says what gc reclaimed.
 type GCStats struct {
 	SnapshotsUndone int64 `json:"snapshots_undone"` // interrupted creations rolled back
+	// DeletesFinished counts deletes left unfinished with no image reading the snapshot: one
+	// deferred until an image closed, whose finish failed then (a full or failing disk).
+	DeletesFinished int64 `json:"deletes_finished"`
 	// DataBytesRecorded counts snapshots made before snapfs recorded how much of a disk holds data
 	// whose figure gc worked out and recorded.
 	DataBytesRecorded int64 `json:"data_bytes_recorded"`
 	store.ReclaimStats
 }
 
-// GC rolls back interrupted snapshot creations, returns to the filesystem all stored space that
-// no metadata references, and records the data bytes of snapshots made before they were recorded.
+// GC finishes deletes left unfinished, rolls back interrupted snapshot creations, returns to the
+// filesystem all stored space that no metadata references, and records the data bytes of snapshots
+// made before they were recorded.
 func (m *Manager) GC(ctx context.Context) (GCStats, error) {
+	finished, err := m.finishStrandedDeletes(ctx)
+	if err != nil {
+		return GCStats{DeletesFinished: finished}, err
+	}
 	st, err := m.reclaim(ctx)
+	st.DeletesFinished = finished
 	if err != nil {
 		return st, err
 	}
 	st.DataBytesRecorded, err = m.recordDataBytes(ctx)
 	return st, err
+}
+
+// finishStrandedDeletes finishes the deletes of snapshots marked deleting that no image reads. A
+// process finishes them when it opens the store; these are a running one's, whose finish failed.
+func (m *Manager) finishStrandedDeletes(ctx context.Context) (int64, error) {
+	var deleting []store.Snapshot
+	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
+		deleting, err = tx.SnapshotsWithStatus(StatusDeleting)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, s := range deleting {
+		if m.pinned(s.ID) {
+			continue // its last reader's close finishes it
+		}
+		done, err := m.finishStranded(ctx, s)
+		if err != nil {
+			return n, fmt.Errorf("finish the delete of snapshot %s: %w", s.Name, err)
+		}
+		if done {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// finishStranded finishes the delete of snapshot s, under its chain's lock as every delete, unless
+// the last close of an image finished it meanwhile.
+func (m *Manager) finishStranded(ctx context.Context, s store.Snapshot) (bool, error) {
+	defer m.lockChain(s.ChainID)()
+	if _, deleting, err := m.deleting(ctx, s.ID); err != nil || !deleting {
+		return false, err
+	}
+	_, err := m.finishDelete(context.WithoutCancel(ctx), s.ID)
+	return err == nil, err
 }
 
 // recordDataBytes works out and records the data bytes of every ready snapshot that has none

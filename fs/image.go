@@ -110,7 +110,9 @@ func (n *imageNode) acquire(ctx context.Context) (*chain.Image, error) {
 			return nil, fmt.Errorf("open image %s: %w", n.snap.Ref(), err)
 		}
 		if info := im.Info(); !info.Created.Equal(n.snap.Created) {
-			im.Close()
+			if err := im.Close(); err != nil {
+				n.fsys.log.Printf("close image %s: %v", info.Ref(), err)
+			}
 			return nil, fmt.Errorf("open image %s: %w (replaced by another snapshot)", n.snap.Ref(), chain.ErrNotFound)
 		}
 		n.im = im

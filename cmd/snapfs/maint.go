@@ -82,6 +82,9 @@ func gc(cCtx *cli.Context) error {
 	}
 	fmt.Fprintf(cCtx.App.Writer, "gc: freed %d chunks, reclaimed %s, removed %d pack files, rolled back %d unfinished snapshots\n",
 		st.ChunksFreed, humanSize(st.ReclaimedBytes), st.RemovedPacks, st.SnapshotsUndone)
+	if st.DeletesFinished > 0 {
+		fmt.Fprintf(cCtx.App.Writer, "gc: finished %d snapshot deletes left unfinished\n", st.DeletesFinished)
+	}
 	if st.DataBytesRecorded > 0 {
 		fmt.Fprintf(cCtx.App.Writer, "gc: recorded the data size of %d snapshots made by an earlier snapfs\n",
 			st.DataBytesRecorded)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/urfave/cli/v2"
 )
 
 // printJSON writes v as one indented JSON document.
@@ -72,4 +74,12 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// warn tells of what went wrong beside a command's success, on stderr as "snapfs: WHAT: WARNING";
+// an empty warning says nothing.
+func warn(cCtx *cli.Context, what, warning string) {
+	if warning != "" {
+		fmt.Fprintf(cCtx.App.ErrWriter, "snapfs: %s: %s\n", what, warning)
+	}
 }

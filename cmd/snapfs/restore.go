@@ -89,6 +89,7 @@ func restore(cCtx *cli.Context) error {
 	}
 	fmt.Fprintf(cCtx.App.Writer, "restored %s to %s: wrote %d chunks (%s), skipped %d unchanged\n",
 		ref, st.Target, st.ChunksWritten, humanSize(st.BytesWritten), st.ChunksSkipped)
+	warn(cCtx, what, st.Warning)
 	return nil
 }
 
@@ -127,5 +128,6 @@ func clone(cCtx *cli.Context) error {
 	if res.Volume != nil {
 		fmt.Fprintf(w, "volume %s\n", res.Volume.Name)
 	}
+	warn(cCtx, what, res.Warning)
 	return nil
 }

@@ -272,9 +272,7 @@ func snapshotDelete(cCtx *cli.Context) error {
 		}
 		fmt.Fprintf(cCtx.App.Writer, "deleted %s (id %d): freed %d chunks, %s\n", d.Snapshot.Ref(), d.Snapshot.ID,
 			d.Stats.FreedChunks, humanSize(d.Stats.FreedBytes))
-		if d.Stats.Warning != "" {
-			fmt.Fprintf(cCtx.App.ErrWriter, "snapfs: snapshot delete %s: %s\n", d.Snapshot.Ref(), d.Stats.Warning)
-		}
+		warn(cCtx, "snapshot delete "+d.Snapshot.Ref(), d.Stats.Warning)
 	}
 	if err != nil {
 		if ref, ok := failedRef(err); ok {
