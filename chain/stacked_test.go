@@ -50,7 +50,7 @@ func TestRestoreRefusesDeviceUnderLoop(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("on the stacked device"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sh(t, "sync")
+	sh(t, "sync", "-f", mnt) // this filesystem only: a global sync waits on every other one
 	held := readDevice(t, lower)
 
 	st, err := u.m.Restore(u.ctx, "vol/s1", RestoreOptions{To: lower})

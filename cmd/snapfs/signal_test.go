@@ -148,7 +148,7 @@ func TestFreezeThawedOnInterrupt(t *testing.T) {
 		runCmd("umount", mnt)
 	})
 	makeImage(t, filepath.Join(mnt, "data"), 128<<20)
-	if out, err := runCmd("sync"); err != nil {
+	if out, err := runCmd("sync", "-f", mnt); err != nil { // this filesystem only
 		t.Fatalf("sync: %v: %s", err, out)
 	}
 
