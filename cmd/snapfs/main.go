@@ -30,9 +30,11 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
-	// SIGINT and SIGTERM cancel the context long operations run under, so that they clean up (thaw a
-	// frozen filesystem, roll back a half-made snapshot) before the process exits.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGINT, SIGTERM, SIGHUP (a closed terminal or SSH session) and SIGQUIT cancel the context long
+	// operations run under, so that they clean up (thaw a frozen filesystem, roll back a half-made
+	// snapshot) before the process exits: killed by one outright, a --freeze left every writer to
+	// the filesystem hanging until someone thawed it by hand.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	code := run(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

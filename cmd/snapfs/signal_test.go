@@ -153,13 +153,17 @@ func TestFreezeThawedOnInterrupt(t *testing.T) {
 	}
 
 	e.ok("volume", "add", "fs", "--source", dev)
-	// The first snapshot stores every chunk: slow enough to be interrupted.
-	cmd, _, stderr := e.startBin("snapshot", "create", "fs", "--freeze", mnt)
-	r, finished := interruptCreating(t, cmd, syscall.SIGINT, e.store)
-	checkWritable(t, mnt)
-	if finished {
-		t.Log("the snapshot was done before the signal")
-	} else {
+	// SIGHUP is what a closed terminal or SSH session sends, SIGQUIT Ctrl-\.
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT} {
+		// The first snapshot stores every chunk: slow enough to be interrupted.
+		cmd, stdout, stderr := e.startBin("snapshot", "create", "fs", "--freeze", mnt)
+		r, finished := interruptCreating(t, cmd, sig, e.store)
+		checkWritable(t, mnt)
+		if finished {
+			t.Logf("%v: the snapshot was done before the signal", sig)
+			e.ok("snapshot", "delete", strings.TrimSpace(stdout.String())) // it prints CHAIN/NAME
+			continue
+		}
 		r.stderr = stderr.String()
 		checkFailure(t, r, 1, "snapshot create fs: ", []string{"snapshot", "create", "fs", "--freeze", mnt})
 	}
