@@ -308,3 +308,36 @@ func TestDaemonRefusesRelativePaths(t *testing.T) {
 		t.Errorf("a file was made under the daemon's working directory: %v", err)
 	}
 }
+
+// TestVolumesNamedHelp: h and help are valid volume names, and every command taking one does its
+// work on it rather than print help and exit 0 (urfave/cli's "help" subcommand, alias "h"); --help
+// and -h still print help.
+func TestVolumesNamedHelp(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, name := range []string{"h", "help"} {
+		makeImage(t, e.path(name+".img"), 1<<20)
+		if out := e.ok("volume", "add", name, "--source", e.path(name+".img")); !strings.Contains(out, "added volume "+name) {
+			t.Errorf("volume add %s: %q", name, out)
+		}
+		if out := e.ok("snapshot", "create", name, "--name", "s1"); strings.TrimSpace(out) != name+"/s1" {
+			t.Errorf("snapshot create %s: %q", name, out)
+		}
+		if out := e.ok("snapshot", "ls", name); !strings.Contains(out, "s1") {
+			t.Errorf("snapshot ls %s: %q", name, out)
+		}
+		if out := e.ok("chain", "show", name); !strings.Contains(out, "s1") {
+			t.Errorf("chain show %s: %q", name, out)
+		}
+		e.ok("snapshot", "delete", name+"/s1")
+		e.ok("volume", "rm", name)
+		if out := e.ok("volume", "ls"); strings.Contains(out, e.path(name+".img")) {
+			t.Errorf("volume rm %s left it: %q", name, out)
+		}
+	}
+	for _, flag := range []string{"--help", "-h"} {
+		if out := e.ok("snapshot", "create", flag); !strings.Contains(out, "USAGE") {
+			t.Errorf("snapshot create %s: %q, want help", flag, out)
+		}
+	}
+}

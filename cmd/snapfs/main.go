@@ -92,14 +92,19 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return app
 }
 
-// prepareCommand gives every command in the tree the same usage-error handling, and every command
-// group an action that rejects unknown subcommands.
+// prepareCommand gives every command in the tree the same usage-error handling, every command
+// group an action that rejects unknown subcommands, and every other command no "help" subcommand:
+// urfave/cli adds one, alias "h", which took a volume named h or help for a request for help —
+// `snapshot create h` printed help and exited 0 without a snapshot (--help still shows it).
 func prepareCommand(c *cli.Command) {
 	if c.OnUsageError == nil {
 		c.OnUsageError = onUsageError
 	}
 	if len(c.Subcommands) > 0 && c.Action == nil {
 		c.Action = groupAction
+	}
+	if len(c.Subcommands) == 0 {
+		c.HideHelpCommand = true
 	}
 	for _, sub := range c.Subcommands {
 		prepareCommand(sub)
