@@ -147,13 +147,15 @@ func (o *outputWriter) Write(p []byte) (int, error) {
 }
 
 // checkOutput makes every command in c's tree fail, naming itself, when its output could not be
-// written.
+// written, and say whether it did its work all the same.
 func checkOutput(c *cli.Command, out *outputWriter) {
 	if action := c.Action; action != nil && len(c.Subcommands) == 0 {
 		c.Action = func(cCtx *cli.Context) error {
 			err := action(cCtx)
 			if out.err != nil && (err == nil || errors.Is(err, out.err)) {
-				return fmt.Errorf("%s: write output: %w", commandPath(cCtx), out.err)
+				// Every command prints once its work is done. Said plainly: a script that
+				// retries a snapshot create whose name was lost would make a second snapshot.
+				return fmt.Errorf("%s: it was done, but its output was lost: write output: %w", commandPath(cCtx), out.err)
 			}
 			return err
 		}
