@@ -102,6 +102,11 @@ func (f *FS) Close() error {
 	return nil
 }
 
+// Cancel cancels the snapshots started through ctl files that are running (and any started later);
+// the file system keeps serving what is open. A daemon told to stop calls it at once, not only
+// once the last file open in a lazily detached mount closes.
+func (f *FS) Cancel() { f.cancel() }
+
 // track runs fn in a goroutine Close waits for, and reports whether it did: not once Close has
 // begun (a lazily detached mount may still serve a late close or write), when the Manager is about
 // to be closed under it.
@@ -146,9 +151,11 @@ func (f *FS) SnapshotDeleted(chainName, name string) <-chan struct{} {
 }
 
 // VolumeRemoved makes the kernel forget volumes/NAME of a volume removed while mounted, at once rather
-// than when its name's cache lifetime ends. It returns like SnapshotDeleted.
+// than when its name's cache lifetime ends, and forgets the volume's status, which a volume added
+// again under the name does not inherit. It returns like SnapshotDeleted.
 func (f *FS) VolumeRemoved(name string) <-chan struct{} {
 	f.deletes.Add(1)
+	f.jobs.forget(name)
 	return f.forget(name, "volumes")
 }
 

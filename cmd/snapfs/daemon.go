@@ -201,7 +201,7 @@ func serveMount(ctx context.Context, o mountOpts) error {
 		return err
 	}
 	logger.Printf("serving %s at %s (pid %d)", o.store, o.dir, os.Getpid())
-	if sig := waitUnmount(d.srv, sigs, logger); sig == nil {
+	if sig := waitUnmount(d.srv, sigs, d.cancel, logger); sig == nil {
 		d.finish(sigs, logger)
 	}
 	os.Remove(pidPath)
@@ -247,6 +247,13 @@ func (d *served) finish(sigs <-chan os.Signal, logger *log.Logger) {
 	case s := <-sigs:
 		logger.Printf("%v: cancelling the operations in progress", s)
 	}
+}
+
+// cancel stops taking ops and cancels the ops and ctl snapshots running; open files are still
+// served.
+func (d *served) cancel() {
+	d.rpc.cancelOps()
+	d.fsys.Cancel()
 }
 
 // close stops taking ops (cancelling those running), then closes the file system and the store. The
@@ -321,8 +328,9 @@ type mountServer interface {
 }
 
 // waitUnmount returns once the mount is gone: unmounted from outside (it returns nil), or by a
-// signal on sigs here (it returns the first).
-func waitUnmount(srv mountServer, sigs <-chan os.Signal, logger *log.Logger) (signalled os.Signal) {
+// signal on sigs here (it returns the first). The first signal also calls cancel at once: a busy
+// mount is only detached, and what it runs must not go on until its last open file closes.
+func waitUnmount(srv mountServer, sigs <-chan os.Signal, cancel func(), logger *log.Logger) (signalled os.Signal) {
 	done := make(chan struct{})
 	go func() {
 		srv.Wait()
@@ -358,6 +366,7 @@ func waitUnmount(srv mountServer, sigs <-chan os.Signal, logger *log.Logger) (si
 				return
 			}
 			signalled = s
+			cancel()
 			unmount()
 		}
 	}

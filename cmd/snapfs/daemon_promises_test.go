@@ -794,3 +794,54 @@ func TestOutputPromiseTables(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonPromiseSIGTERMCancelsCtlSnapshotWithFileOpen: "SIGTERM to the daemon unmounts and
+// cancels" a snapshot started through ctl even while a file under the mount is open, which makes
+// the unmount only detach it: the snapshot is cancelled at once, not once that file closes, and it
+// leaves nothing. The open file keeps reading meanwhile.
+func TestDaemonPromiseSIGTERMCancelsCtlSnapshotWithFileOpen(t *testing.T) {
+	needFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	img := snapshottedVolume(e, "big", 256<<20)
+	makeImage(t, img, 256<<20) // all new: the next snapshot stores every chunk
+	mnt := e.mount()
+	held, err := os.Open(filepath.Join(mnt, "chains", "big", "s1.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := os.WriteFile(filepath.Join(mnt, "volumes", "big", "ctl"), []byte("snapshot s2\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	pid := readPID(t, e.store)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ended := func() bool {
+		log := e.daemonLog()
+		return strings.Contains(log, "snapshot s2 of volume big") || strings.Contains(log, "snapshot big/s2 of volume big")
+	}
+	for deadline := time.Now().Add(30 * time.Second); !ended(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("snapshot s2 still running 30 s after SIGTERM, with a file open\ndaemon log:\n%s", e.daemonLog())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if log := e.daemonLog(); !strings.Contains(log, "snapshot s2 of volume big failed") || !strings.Contains(log, "canceled") {
+		t.Fatalf("snapshot s2 ended, but not cancelled\ndaemon log:\n%s", log)
+	}
+	if _, err := held.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Errorf("read of the open image after SIGTERM: %v", err)
+	}
+	held.Close()
+	if !waitExit(pid, 30*time.Second) {
+		t.Fatalf("daemon %d still running 30 s after its last open file closed\ndaemon log:\n%s", pid, e.daemonLog())
+	}
+	if out := e.ok("snapshot", "ls", "big"); strings.Contains(out, "s2") {
+		t.Errorf("the cancelled snapshot is in the store:\n%s", out)
+	}
+	if out := e.ok("verify"); !strings.Contains(out, "verified") {
+		t.Errorf("verify after the cancelled snapshot: %q", out)
+	}
+}

@@ -247,6 +247,12 @@ func (s *rpcServer) stopAccepting() error {
 	return s.stopErr
 }
 
+// cancelOps stops taking ops and cancels those running, without waiting for them to end.
+func (s *rpcServer) cancelOps() {
+	s.stopAccepting()
+	s.cancel()
+}
+
 // Close stops accepting, cancels the ops still running, waits for them and removes the socket.
 func (s *rpcServer) Close() error {
 	err := s.stopAccepting()

@@ -53,7 +53,7 @@ func TestWaitUnmountRetriesFailedUnmount(t *testing.T) {
 		sigs := make(chan os.Signal, 2)
 		sigs <- syscall.SIGTERM
 		returned := make(chan struct{})
-		go func() { waitUnmount(f, sigs, logger); close(returned) }()
+		go func() { waitUnmount(f, sigs, func() {}, logger); close(returned) }()
 		logged := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
 		// Timers run late on a loaded machine: wait for what must happen, however long it takes.
 		if tc.exits {
