@@ -37,8 +37,9 @@ type RestoreStats struct {
 }
 
 // Restore writes a snapshot back to a disk (rolls it back), writing only the chunks whose content
-// differs from what the disk holds. It refuses a target that is smaller than the snapshot or in use
-// (unless Force). A regular-file target ends up exactly the snapshot's size. Newer snapshots stay.
+// differs from what the disk holds. It refuses a block device smaller than the snapshot, and a
+// target in use (unless Force). A regular-file target ends up exactly the snapshot's size, grown
+// or cut (a failed restore leaves its length as it was). Newer snapshots stay.
 func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) (st RestoreStats, err error) {
 	im, err := m.OpenImage(ctx, ref)
 	if err != nil {
@@ -92,6 +93,12 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		defer m.lockChain(c)()
 	}
 	st = RestoreStats{Target: d.path, Size: im.Size()}
+	ungrow := func() error { return nil }
+	if d.size < im.Size() {
+		if ungrow, err = d.grow(im.Size()); err != nil {
+			return st, fmt.Errorf("restore %s to %s: %w (nothing was written)", ref, d.path, err)
+		}
+	}
 	err = m.writeImage(ctx, im.view, d, &st, opts.Progress)
 	if err == nil {
 		err = d.cutTo(im.Size())
@@ -99,6 +106,9 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 	if err != nil {
 		if created {
 			return st, removeCreated(d.path, fmt.Errorf("restore %s to %s: %w", ref, d.path, err))
+		}
+		if uerr := ungrow(); uerr != nil {
+			err = fmt.Errorf("%w (and %v)", err, uerr)
 		}
 		if d.touched.Load() {
 			return st, fmt.Errorf("restore %s to %s: %w (%s is partly restored: restore it again)", ref, d.path, err, d.path)
@@ -198,7 +208,7 @@ func checkTarget(path string, size int64, force bool) (*disk, error) {
 		}
 		return nil, fmt.Errorf("target: %w", err)
 	}
-	if d.size < size {
+	if d.size < size && d.block { // an image file grows to size (see grow); a device cannot
 		d.Close()
 		return nil, fmt.Errorf("%w: target %s is too small: %d bytes, the snapshot needs %d", ErrInvalid, d.path, d.size, size)
 	}
@@ -215,6 +225,23 @@ func checkTarget(path string, size int64, force bool) (*disk, error) {
 		}
 	}
 	return d, nil
+}
+
+// grow extends a regular-file target shorter than the snapshot's disk (an image shrunk since) to
+// size, and returns how to undo it if the restore fails: cut it back to the length it had.
+func (d *disk) grow(size int64) (undo func() error, err error) {
+	before := d.size
+	if err := d.f.Truncate(size); err != nil {
+		return nil, fmt.Errorf("extend %s to %d bytes: %w", d.path, size, err)
+	}
+	d.size = size
+	return func() error {
+		if err := d.f.Truncate(before); err != nil {
+			return fmt.Errorf("cut %s back to its %d bytes: %w", d.path, before, err)
+		}
+		d.size = before
+		return nil
+	}, nil
 }
 
 // cutTo makes a regular-file target exactly size bytes long, as the snapshot's disk was.
