@@ -174,7 +174,7 @@ func openSource(vol store.Volume, newDisk bool) (*disk, string, error) {
 	}
 	ident := diskIdent(src)
 	if !newDisk {
-		if err := checkSameDisk(vol.Name, vol.Ident, ident, vol.Source); err != nil {
+		if err := checkSameDisk("source", vol.Name, vol.Ident, ident, vol.Source); err != nil {
 			src.Close()
 			return nil, "", fmt.Errorf("%w: if it is the volume's disk now, snapshot it with --new-disk", err)
 		}

@@ -122,10 +122,11 @@ func sameIdent(a, b string) bool {
 	return a == b
 }
 
-// checkSameDisk refuses a disk whose identity is known and is not the one volume v recorded.
-func checkSameDisk(v string, recorded, now, path string) error {
+// checkSameDisk refuses a disk whose identity is known and is not the one volume v recorded; what
+// says which disk it is to the command (its source, or a restore's target) and path where.
+func checkSameDisk(what, v string, recorded, now, path string) error {
 	if recorded == "" || now == "" || sameIdent(recorded, now) {
 		return nil
 	}
-	return fmt.Errorf("source %s: %w than volume %s was added with (%s then, %s now)", path, ErrOtherDisk, v, recorded, now)
+	return fmt.Errorf("%s %s: %w than volume %s was added with (%s then, %s now)", what, path, ErrOtherDisk, v, recorded, now)
 }

@@ -46,12 +46,13 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 		return RestoreStats{}, err
 	}
 	defer func() { st.Warning, err = closeRead(im, err) }()
-	target, ident := opts.To, ""
-	if target == "" {
-		if target, ident, err = m.chainSource(ctx, im.info.Chain); err != nil {
+	own := chainDisk{path: opts.To}
+	if opts.To == "" {
+		if own, err = m.chainSource(ctx, im.info.Chain); err != nil {
 			return RestoreStats{}, err
 		}
 	}
+	target := own.path
 	// Not the store's own files, not even with Force: that would destroy the snapshots restored.
 	tree, err := m.storeTree()
 	if err != nil {
@@ -81,7 +82,7 @@ func (m *Manager) Restore(ctx context.Context, ref string, opts RestoreOptions) 
 	}
 	if !opts.NewDisk && !created {
 		// The chain's own disk, by default: not another disk its path names now.
-		if err := checkSameDisk(im.info.Chain, ident, diskIdent(d), d.path); err != nil {
+		if err := checkSameDisk("target", own.volume, own.ident, diskIdent(d), d.path); err != nil {
 			return RestoreStats{}, fmt.Errorf("%w: to restore onto it as the volume's disk from now on, restore with --new-disk", err)
 		}
 	}
@@ -159,21 +160,33 @@ func (m *Manager) chainOfDisk(ctx context.Context, d *disk) (chainID int64, ok b
 }
 
 // chainSource returns the disk a chain's snapshots are of, and its identity if its volume knows it.
-func (m *Manager) chainSource(ctx context.Context, chainName string) (src, ident string, err error) {
+func (m *Manager) chainSource(ctx context.Context, chainName string) (d chainDisk, err error) {
 	err = m.st.View(ctx, func(tx *store.Tx) error {
 		c, err := tx.ChainByName(chainName)
 		if err != nil {
 			return err
 		}
-		src = c.Source
-		if c.VolumeID != 0 {
-			if v, err := tx.VolumeByID(c.VolumeID); err == nil {
-				src, ident = v.Source, v.Ident
-			}
+		d.path = c.Source
+		if c.VolumeID == 0 {
+			return nil
 		}
+		v, err := tx.VolumeByID(c.VolumeID)
+		if errors.Is(err, ErrNotFound) {
+			return nil // forgotten: the chain's source path is all there is
+		}
+		if err != nil {
+			return err // not a reason to skip the identity check
+		}
+		d.path, d.ident, d.volume = v.Source, v.Ident, v.Name
 		return nil
 	})
-	return src, ident, err
+	return d, err
+}
+
+// chainDisk is the disk a chain's snapshots are of: its path, and its identity and volume's name
+// while a volume has it.
+type chainDisk struct {
+	path, ident, volume string
 }
 
 // openTarget opens (or creates, and then says so) a restore target and checks that it can take size

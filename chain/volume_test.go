@@ -202,3 +202,34 @@ func TestVolumeKeepsToItsDisk(t *testing.T) {
 	}
 	u.snap("v", "s6")
 }
+
+// TestOtherDiskRefusalNamesVolume: a restore to a volume's path that now holds another disk is
+// refused naming the volume (not its chain, which is named otherwise once the name was reused) and
+// the path as the restore's target.
+func TestOtherDiskRefusalNamesVolume(t *testing.T) {
+	u := newUnit(t, Options{})
+	path := u.disk("r", 4*testChunk)
+	u.write(path, 0, u.random(4*testChunk))
+	u.snap("r", "old")
+	if err := u.m.RemoveVolume(u.ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.m.AddVolume(u.ctx, VolumeSpec{Name: "r", Source: path, ChunkSize: testChunk}); err != nil {
+		t.Fatal(err)
+	}
+	s := u.snap("r", "s1")
+	if s.Chain == "r" {
+		t.Fatalf("the re-added volume's chain is %q: want a chain named apart from the first", s.Chain)
+	}
+	other := path + ".new"
+	if err := os.WriteFile(other, u.random(4*testChunk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, path); err != nil {
+		t.Fatal(err)
+	}
+	_, err := u.m.Restore(u.ctx, s.Ref(), RestoreOptions{})
+	if !errors.Is(err, ErrOtherDisk) || !strings.Contains(err.Error(), "target "+path+": another disk than volume r was added with") {
+		t.Errorf("restore onto the replaced disk: %v, want refused naming target %s and volume r", err, path)
+	}
+}
