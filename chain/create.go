@@ -161,8 +161,15 @@ func (m *Manager) snapshotIn(ctx context.Context, c store.Chain, started bool, v
 		}
 		return Snapshot{}, fmt.Errorf("snapshot %s/%s: %w", job.chain.Name, job.snap.Name, err)
 	}
-	// Committed: a cancel from now on must not make the caller think it failed.
-	return m.Snapshot(context.WithoutCancel(ctx), fmt.Sprint(job.snap.ID))
+	// Committed: neither a cancel from now on nor a failed look-up of what was made may make the
+	// caller think it failed (a script would take another).
+	made, err := m.Snapshot(context.WithoutCancel(ctx), fmt.Sprint(job.snap.ID))
+	if err != nil {
+		s := job.snap
+		s.Status, s.DataBytes = StatusReady, job.dataBytes.Load()
+		return describe(job.chain, s, 0), nil
+	}
+	return made, nil
 }
 
 // openSource opens vol's disk for a snapshot and, unless newDisk, refuses another disk than the one
@@ -353,7 +360,11 @@ func (j *createJob) run(ctx context.Context, freezeAt string) error {
 		return err
 	}
 	return j.m.st.Update(ctx, func(tx *store.Tx) error {
-		if c, err := tx.ChainByID(j.chain.ID); err == nil && c.VolumeID != 0 {
+		c, err := tx.ChainByID(j.chain.ID)
+		if err != nil {
+			return err // the volume's size and identity would go unrecorded
+		}
+		if c.VolumeID != 0 {
 			if err := tx.UpdateVolumeSize(c.VolumeID, j.src.size); err != nil {
 				return err
 			}

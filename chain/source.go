@@ -227,12 +227,18 @@ func unwrapPath(err error) error {
 // disk is free.
 func inUse(d *disk) string {
 	if d.block {
-		mounts, _ := MountTable()
+		mounts, err := MountTable()
+		if err != nil {
+			return "of unknown use (" + err.Error() + ")" // not taken for free
+		}
 		return blockInUse(mounts, d.st.Rdev, 0)
 	}
 	if loop, loopRdev := loopBacking(d.st.Dev, d.st.Ino); loop != "" {
 		why := "attached to " + loop
-		mounts, _ := MountTable()
+		mounts, err := MountTable()
+		if err != nil {
+			return why + " (" + err.Error() + ")"
+		}
 		if more := blockInUse(mounts, loopRdev, 1); more != "" {
 			why += ", which is " + more
 		}

@@ -348,7 +348,11 @@ func (t *storeTree) refuseDevice(what, path string, st *unix.Stat_t) error {
 	if len(starts) == 0 {
 		return nil
 	}
-	mounts, _ := MountTable()
+	mounts, err := MountTable()
+	if err != nil {
+		// Without it the store's filesystem cannot be told from others: not taken as safe.
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
 	for i := range loops {
 		loops[i].lower = loops[i].lowerDevices(mounts)
 	}

@@ -150,6 +150,9 @@ func (m *Manager) RemoveVolume(ctx context.Context, name string) error {
 			return err
 		}
 		c, cerr := tx.ChainByVolume(v.ID)
+		if cerr != nil && !errors.Is(cerr, ErrNotFound) {
+			return cerr
+		}
 		if err := tx.DeleteVolume(v.ID); err != nil {
 			return err
 		}
