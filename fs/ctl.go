@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -59,13 +60,35 @@ func (n *ctlNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 	return getattr(ctx, n, out)
 }
 
-// Setattr accepts the truncation that opening with O_TRUNC (a shell's ">") asks for, and nothing
-// else.
+// Setattr accepts the truncation to size 0 that opening with O_TRUNC (a shell's ">") or truncate -s 0
+// asks for, which changes nothing: ctl holds nothing written to it. It refuses another size with
+// EINVAL, and times, mode and owner, which ctl does not keep, with EROFS as every other file of the
+// tree does.
 func (n *ctlNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if in.Valid&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
-		return syscall.EPERM
+	if errno := ctlSetattr(in); errno != 0 {
+		return errno
 	}
 	return getattr(ctx, n, out)
+}
+
+// truncation is what the kernel sends along with a truncation: the file handle and lock owner of an
+// ftruncate; for a truncate(2) by path, an mtime of "now" (as for any write), never a time of its
+// own; and, where killpriv_v2 is on, a request to clear set-id bits ctl never has.
+const truncation = fuse.FATTR_SIZE | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER | fuse.FATTR_MTIME |
+	fuse.FATTR_MTIME_NOW | fuse.FATTR_CTIME | fuse.FATTR_KILL_SUIDGID
+
+// ctlSetattr says whether a ctl file takes the change in (0), or the errno that refuses it.
+func ctlSetattr(in *fuse.SetAttrIn) syscall.Errno {
+	size, ok := in.GetSize()
+	switch {
+	case !ok || in.Valid&^truncation != 0:
+		return syscall.EROFS // not a truncation (touch, chmod, chown), or times of its own
+	case size != 0:
+		return syscall.EINVAL
+	case in.Valid&fuse.FATTR_MTIME != 0 && in.Valid&fuse.FATTR_MTIME_NOW == 0:
+		return syscall.EROFS // an mtime of its own: not the kernel's "now"
+	}
+	return 0
 }
 
 // Open opens the file. Each open has its own buffer of what was written to it, so that a command
@@ -109,53 +132,64 @@ func (h *ctlHandle) Read(_ context.Context, dest []byte, off int64) (fuse.ReadRe
 
 // Write adds data to what was written before it. When data ends a line, the command on it runs:
 // Write returns once the command is accepted, and fails with EINVAL (status saying why) when it is
-// not, keeping nothing of data. A write may end one command only.
+// not, keeping nothing of data. A write may end one command only, and hold nothing after it but
+// blank space; blank lines before a command are ignored.
 func (h *ctlHandle) Write(ctx context.Context, data []byte, _ int64) (uint32, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.pending) == 0 && len(bytes.TrimSpace(data)) == 0 {
-		return uint32(len(data)), 0 // blank lines (print of a command that ends in a newline)
+	written := uint32(len(data))
+	if len(h.pending) == 0 {
+		// Blank lines before a command (printf '\nsnapshot x\n'), or nothing but them (the print
+		// of a command that ends in a newline).
+		if data = skipBlankLines(data); len(bytes.TrimSpace(data)) == 0 {
+			return written, 0
+		}
 	}
 	end := bytes.IndexByte(data, '\n')
 	if end < 0 {
-		line := append(h.pending, data...)
-		if len(line) > maxCommand {
-			h.pending = nil
-			return 0, h.refuse("", data, errTooLong)
+		if errno := h.extend(ctx, data); errno != 0 {
+			return 0, errno
 		}
-		// What no more writing could make a command is refused now, not at a close whose
-		// error a shell does not report.
-		if name, err := commandPrefix(string(line)); err != nil {
-			h.pending = nil
-			return 0, h.refuse(name, line, err)
-		}
-		h.pending, h.writer = line, callerProcess(ctx)
-		return uint32(len(data)), 0
+		return written, 0
 	}
 	cmd, rest := append(h.pending, data[:end+1]...), data[end+1:]
 	h.pending = nil
-	if len(bytes.TrimSpace(rest)) == 0 {
-		rest = nil // blank lines after the command ("snapshot a\n\n"): nothing more to run
-	}
 	switch {
-	case len(cmd) > maxCommand || len(rest) > maxCommand:
+	case len(cmd) > maxCommand:
 		return 0, h.refuse("", data, errTooLong)
-	case bytes.IndexByte(rest, '\n') >= 0:
+	case len(bytes.TrimSpace(rest)) > 0:
 		// Two commands at once cannot both start (one snapshot of a volume runs at a time), and
-		// running the first would leave the caller unable to tell what failed.
+		// running the first would leave the caller unable to tell what failed: the second, even
+		// unfinished, would fail at a close whose error a shell does not report.
 		return 0, h.refuse("", data, fmt.Errorf("%w: one command per write", errBadCommand))
-	}
-	if _, err := commandPrefix(string(rest)); err != nil {
-		return 0, h.refuse("", data, err)
 	}
 	if errno := h.run(ctx, cmd); errno != 0 {
 		return 0, errno
 	}
-	h.pending = append(h.pending, rest...) // data is go-fuse's buffer, used again once Write returns
-	if len(rest) > 0 {
-		h.writer = callerProcess(ctx)
+	return written, 0
+}
+
+// extend adds data, which holds no newline, to the command being written. What no more writing
+// could make a command is refused now, not at a close whose error a shell does not report.
+func (h *ctlHandle) extend(ctx context.Context, data []byte) syscall.Errno {
+	line := append(h.pending, data...) // a copy: data is go-fuse's buffer, used again once Write returns
+	if len(line) > maxCommand {
+		h.pending = nil
+		return h.refuse("", data, errTooLong)
 	}
-	return uint32(len(data)), 0
+	if name, err := commandPrefix(string(line)); err != nil {
+		h.pending = nil
+		return h.refuse(name, line, err)
+	}
+	h.pending, h.writer = line, callerProcess(ctx)
+	return 0
+}
+
+// skipBlankLines drops the blank lines data starts with: each up to its newline, white space
+// included, but not the white space starting the line that is not blank.
+func skipBlankLines(data []byte) []byte {
+	lead := len(data) - len(bytes.TrimLeftFunc(data, unicode.IsSpace))
+	return data[bytes.LastIndexByte(data[:lead], '\n')+1:]
 }
 
 // Flush runs a last command written without its newline, when the process that wrote it closes
@@ -275,7 +309,7 @@ func (h *ctlHandle) run(ctx context.Context, cmd []byte) syscall.Errno {
 func (h *ctlHandle) refuse(name string, cmd []byte, err error) syscall.Errno {
 	f, volume := h.n.fsys, h.n.volume
 	f.jobs.refuse(volume, name, err, time.Now())
-	f.log.Printf("volumes/%s/ctl: %s refused: %v", volume, logged(cmd), err)
+	f.logf("volumes/%s/ctl: %s refused: %v", volume, logged(cmd), err)
 	if errors.Is(err, chain.ErrNotFound) {
 		return syscall.ENOENT
 	}
@@ -375,9 +409,9 @@ func nameTaken(chainName, name, status string) error {
 func (f *FS) runSnapshot(volume string, j *job) {
 	s, err := f.m.CreateSnapshot(f.ctx, volume, chain.CreateOptions{Name: j.name, Progress: j.progress})
 	if err != nil {
-		f.log.Printf("snapshot %s of volume %s failed: %v", j.name, volume, err)
+		f.logf("snapshot %s of volume %s failed: %v", j.name, volume, err)
 	} else {
-		f.log.Printf("snapshot %s of volume %s done in %s", s.Ref(), volume, time.Since(j.start).Round(time.Millisecond))
+		f.logf("snapshot %s of volume %s done in %s", s.Ref(), volume, time.Since(j.start).Round(time.Millisecond))
 	}
 	f.jobs.finish(volume, j, err)
 }

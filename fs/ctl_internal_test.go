@@ -1,14 +1,21 @@
 package fs
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -176,8 +183,8 @@ func TestCtlCommandInPieces(t *testing.T) {
 		t.Errorf("snapshots: %q, want forked and no default-named one", got)
 	}
 
-	// What follows a command's newline in the same write is the start of the next one: refused at
-	// once, with the command, when it cannot become one; else ended by the writer's close.
+	// What follows a command's newline in the same write, blank space aside, is refused with the
+	// command (see TestCtlCommandThenMore).
 	h = &ctlHandle{n: ctl}
 	if errno := write(h, "snapshot after-a\nbogus"); errno != syscall.EINVAL {
 		t.Errorf("a command and a line that cannot be one: %v, want EINVAL", errno)
@@ -272,4 +279,140 @@ func TestCtlNameOfDeletedOpenSnapshot(t *testing.T) {
 	if s, err := m.Snapshot(ctx, "v/s1"); err != nil || s.ID == s1.ID {
 		t.Errorf("v/s1: %+v, %v; want a new snapshot", s, err)
 	}
+}
+
+// TestCtlBlankLinesAroundCommand: blank lines before and after the one command of a write are
+// ignored (printf '\nsnapshot x\n' > ctl writes them at once), as the README promises.
+func TestCtlBlankLinesAroundCommand(t *testing.T) {
+	f, m := newTestFS(t)
+	ctx := context.Background()
+	ctl := f.newCtl("v")
+	for i, cmd := range []string{
+		"\nsnapshot before\n",
+		"\n \r\n\t\nsnapshot around\n\n \n",
+		"\n\nsnapshot unterminated",
+	} {
+		h := &ctlHandle{n: ctl}
+		if n, errno := h.Write(ctx, []byte(cmd), 0); errno != 0 || int(n) != len(cmd) {
+			t.Fatalf("write %q: %d bytes, %v (status %q)", cmd, n, errno, f.jobs.status("v", time.Now()))
+		}
+		if errno := h.Flush(ctx); errno != 0 {
+			t.Fatalf("close after %q: %v (status %q)", cmd, errno, f.jobs.status("v", time.Now()))
+		}
+		f.Wait()
+		if got := snapshotNames(t, m); len(got) != i+1 {
+			t.Errorf("snapshots after %q: %q", cmd, got)
+		}
+	}
+	if got, want := snapshotNames(t, m), []string{"before", "around", "unterminated"}; !slices.Equal(got, want) {
+		t.Errorf("snapshots: %q, want %q", got, want)
+	}
+}
+
+// TestCtlCommandThenMore: a write that ends a command and goes on with more than blank space is
+// refused whole, with nothing started, whether what follows ends its line or not: running the first
+// command would leave the second to fail later, where the writer hears nothing of it.
+func TestCtlCommandThenMore(t *testing.T) {
+	f, m := newTestFS(t)
+	ctx := context.Background()
+	ctl := f.newCtl("v")
+	for _, c := range []struct{ pending, data string }{
+		{"", "snapshot a\nsnapshot b"},
+		{"", "snapshot a\nsnapshot b\n"},
+		{"", "snapshot a\n\nsnapshot b"},
+		{"", "snapshot a\nsnap"},
+		{"snapshot ", "a\nsnapshot b"},
+	} {
+		h := &ctlHandle{n: ctl}
+		if c.pending != "" {
+			if _, errno := h.Write(ctx, []byte(c.pending), 0); errno != 0 {
+				t.Fatal(errno)
+			}
+		}
+		if _, errno := h.Write(ctx, []byte(c.data), 0); errno != syscall.EINVAL {
+			t.Errorf("write %q after %q: %v, want EINVAL", c.data, c.pending, errno)
+		}
+		if running := f.jobs.running("v"); running != "" {
+			t.Errorf("write %q after %q started snapshot %s", c.data, c.pending, running)
+		}
+		if st := f.jobs.status("v", time.Now()); !strings.Contains(st, "one command per write") {
+			t.Errorf("status after %q: %q", c.data, st)
+		}
+		if errno := h.Flush(ctx); errno != 0 {
+			t.Errorf("close after the refused %q: %v, want nothing left to run", c.data, errno)
+		}
+		h.Release(ctx)
+		f.Wait()
+		for _, ref := range []string{"v/a", "v/b"} {
+			if s, err := m.Snapshot(ctx, ref); !errors.Is(err, chain.ErrNotFound) {
+				t.Fatalf("snapshot %s after the refused %q: %+v, %v; want none", ref, c.data, s, err)
+			}
+		}
+	}
+}
+
+// TestRefusedCommandEscaped: a refused command's name and words show escaped in status and the
+// log, so that control characters and bytes that are not UTF-8 neither reach the terminal of
+// whoever reads them nor forge lines.
+func TestRefusedCommandEscaped(t *testing.T) {
+	f, _ := newTestFS(t)
+	var logged lockedBuffer
+	f.log = log.New(&logged, "", 0)
+	ctx := context.Background()
+	for _, c := range []struct{ cmd, status string }{
+		{"snapshot nul\x00x\n", `failed "nul\x00x": `},
+		{"snapshot \x1b[2Jclear\n", `failed "\x1b[2Jclear": `},
+		{"\x1b]0;title\x07 a\n", `failed "\x1b]0;title\a": `},
+		{"snapshot \xff\xfe\n", `failed "\xff\xfe": `},
+		{"snapshot a\\b\n", `failed "a\\b": `},
+		{"snapshot a\x00b", `failed "a\x00b": `}, // refused before its newline
+	} {
+		h := &ctlHandle{n: f.newCtl("v")}
+		if _, errno := h.Write(ctx, []byte(c.cmd), 0); errno != syscall.EINVAL {
+			t.Errorf("write %q: %v, want EINVAL", c.cmd, errno)
+		}
+		st := f.jobs.status("v", time.Now())
+		if !strings.HasPrefix(st, c.status) {
+			t.Errorf("status after %q: %q, want it to start with %q", c.cmd, st, c.status)
+		}
+		if bad := unprintable(st); bad != "" {
+			t.Errorf("status after %q holds %s: %q", c.cmd, bad, st)
+		}
+	}
+	for line := range strings.Lines(logged.String()) {
+		if bad := unprintable(strings.TrimSuffix(line, "\n")); bad != "" {
+			t.Errorf("log line holds %s: %q", bad, line)
+		}
+	}
+}
+
+// unprintable describes the first character of s a terminal should not be sent raw ("" for none).
+func unprintable(s string) string {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			return fmt.Sprintf("a byte that is not UTF-8 at %d", i)
+		}
+		if !unicode.IsPrint(r) {
+			return fmt.Sprintf("%U at %d", r, i)
+		}
+	}
+	return ""
+}
+
+// lockedBuffer is a buffer a logger may write to while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -165,4 +166,84 @@ func onThread(fn func()) {
 		close(done)
 	}()
 	<-done
+}
+
+// TestCtlSetattr: ctl takes the truncation to size 0 that a shell's "> ctl" (O_TRUNC) or
+// truncate -s 0 asks for, and refuses every other change: another size with EINVAL, times, mode
+// and owner with EROFS, as every other file of the tree does.
+func TestCtlSetattr(t *testing.T) {
+	needFUSE(t)
+	s := oneSnapshot(t)
+	mnt := mountStore(t, s.dir)
+	ctl := filepath.Join(mnt, "volumes", "d", "ctl")
+	before, err := os.Stat(ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(ctl, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	past := time.Now().Add(-time.Hour)
+	for what, c := range map[string]struct {
+		err  error
+		want syscall.Errno
+	}{
+		"truncate to 5":         {os.Truncate(ctl, 5), syscall.EINVAL},
+		"ftruncate to 5":        {f.Truncate(5), syscall.EINVAL},
+		"touch":                 {unix.UtimesNanoAt(unix.AT_FDCWD, ctl, nil, 0), syscall.EROFS},
+		"set times":             {os.Chtimes(ctl, past, past), syscall.EROFS},
+		"chmod":                 {os.Chmod(ctl, 0o644), syscall.EROFS},
+		"chown":                 {os.Chown(ctl, 1, 1), syscall.EROFS},
+		"truncate to 0":         {os.Truncate(ctl, 0), 0},
+		"ftruncate to 0":        {f.Truncate(0), 0},
+		"open with O_TRUNC":     {openTrunc(ctl), 0},
+		"write through O_TRUNC": {writeCtl(ctl, "snapshot s2"), 0},
+		"write a blank line":    {writeCtl(ctl, ""), 0},
+	} {
+		if c.want == 0 && c.err != nil || c.want != 0 && !errors.Is(c.err, c.want) {
+			t.Errorf("%s: %v, want %v", what, c.err, c.want)
+		}
+	}
+	after, err := os.Stat(ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() != 0 || after.Mode() != before.Mode() || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("ctl after the changes: size %d, mode %v, mtime %v; want 0, %v, %v",
+			after.Size(), after.Mode(), after.ModTime(), before.Mode(), before.ModTime())
+	}
+}
+
+// openTrunc opens path for writing with O_TRUNC, as a shell's ">" does, and closes it.
+func openTrunc(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// TestStatusOfRemovedVolume: a volume removed and added again under its name starts with status
+// "idle", not the old volume's last outcome.
+func TestStatusOfRemovedVolume(t *testing.T) {
+	needFUSE(t)
+	s := oneSnapshot(t)
+	mnt := mountStore(t, s.dir)
+	status := filepath.Join(mnt, "volumes", "d", "status")
+	if err := writeCtl(filepath.Join(mnt, "volumes", "d", "ctl"), "snapshot s2"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, status, regexp.MustCompile(`^done s2$`), "s2:")
+	if out, err := run(t, s.dir, "volume", "rm", "d"); err != nil {
+		t.Fatalf("volume rm d: %v\n%s", err, out)
+	}
+	disk := newDisk(t, filepath.Dir(s.dir), "new.img", 4*mib)
+	if out, err := run(t, s.dir, "volume", "add", "d", "--source", disk.path); err != nil {
+		t.Fatalf("volume add d: %v\n%s", err, out)
+	}
+	if st := readStatus(t, status); st != "idle" {
+		t.Errorf("status of the new volume d: %q, want idle", st)
+	}
 }

@@ -13,6 +13,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"os"
@@ -59,6 +60,7 @@ type FS struct {
 	ctx    context.Context // parent of snapshot jobs; cancelled by Close
 	cancel context.CancelFunc
 	jobs   *jobs
+	texts  *textTimes
 	wg     sync.WaitGroup // snapshot jobs, and images being closed (see track)
 	mu     sync.Mutex     // guards closed
 	closed bool           // Close has begun: nothing more is tracked
@@ -76,7 +78,7 @@ type FS struct {
 func New(m *chain.Manager, opts Options) *FS {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &FS{m: m, log: opts.Logger, uid: opts.UID, gid: opts.GID, started: time.Now(),
-		ctx: ctx, cancel: cancel, jobs: newJobs()}
+		ctx: ctx, cancel: cancel, jobs: newJobs(), texts: newTextTimes()}
 	if f.log == nil {
 		f.log = log.New(io.Discard, "", 0)
 	}
@@ -135,8 +137,14 @@ func (f *FS) errno(op string, err error) syscall.Errno {
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	}
-	f.log.Printf("%s: %v", op, err)
+	f.logf("%s: %v", op, err)
 	return syscall.EIO
+}
+
+// logf logs a line, escaped as oneLine does: what it says may name what a ctl command gave, or a
+// volume's source path.
+func (f *FS) logf(format string, args ...any) {
+	f.log.Print(oneLine(fmt.Sprintf(format, args...)))
 }
 
 // SnapshotDeleted makes the kernel forget the image of a snapshot deleted while mounted, which it
@@ -151,11 +159,13 @@ func (f *FS) SnapshotDeleted(chainName, name string) <-chan struct{} {
 }
 
 // VolumeRemoved makes the kernel forget volumes/NAME of a volume removed while mounted, at once rather
-// than when its name's cache lifetime ends, and forgets the volume's status, which a volume added
-// again under the name does not inherit. It returns like SnapshotDeleted.
+// than when its name's cache lifetime ends, and forgets the volume's status and the times of its
+// files, which a volume added again under the name does not inherit. It returns like
+// SnapshotDeleted.
 func (f *FS) VolumeRemoved(name string) <-chan struct{} {
 	f.deletes.Add(1)
 	f.jobs.forget(name)
+	f.texts.forget(volumeDir{name: name}.key() + "/")
 	return f.forget(name, "volumes")
 }
 
@@ -173,7 +183,7 @@ func (f *FS) forget(name string, path ...string) <-chan struct{} {
 			}
 		}
 		if errno := dir.NotifyEntry(name); errno != 0 && errno != syscall.ENOENT {
-			f.log.Printf("forget %s/%s: %v", strings.Join(path, "/"), name, errno)
+			f.logf("forget %s/%s: %v", strings.Join(path, "/"), name, errno)
 		}
 	}()
 	return done

@@ -111,7 +111,7 @@ func (n *imageNode) acquire(ctx context.Context) (*chain.Image, error) {
 		}
 		if info := im.Info(); !info.Created.Equal(n.snap.Created) {
 			if err := im.Close(); err != nil {
-				n.fsys.log.Printf("close image %s: %v", info.Ref(), err)
+				n.fsys.logf("close image %s: %v", info.Ref(), err)
 			}
 			return nil, fmt.Errorf("open image %s: %w (replaced by another snapshot)", n.snap.Ref(), chain.ErrNotFound)
 		}
@@ -138,13 +138,13 @@ func (n *imageNode) release() {
 	f := n.fsys
 	tracked := f.track(func() {
 		if err := im.Close(); err != nil {
-			f.log.Printf("close image %s: %v", n.snap.Ref(), err)
+			f.logf("close image %s: %v", n.snap.Ref(), err)
 		}
 	})
 	if !tracked {
 		// The store is being closed: a delete this close would finish is finished when it is
 		// next opened.
-		f.log.Printf("close image %s: left for the next open of the store", n.snap.Ref())
+		f.logf("close image %s: left for the next open of the store", n.snap.Ref())
 	}
 }
 

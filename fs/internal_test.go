@@ -119,3 +119,28 @@ func TestImageBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestJobsForget: a removed volume's status is forgotten, and a snapshot of it still running then
+// does not give its outcome to a volume added again under the name.
+func TestJobsForget(t *testing.T) {
+	js := newJobs()
+	now := time.Now()
+	j, err := js.begin("v", "a", 0, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.forget("v")
+	if got := js.status("v", now); got != "idle" {
+		t.Errorf("forgotten while running: %q", got)
+	}
+	js.finish("v", j, nil)
+	if got := js.status("v", now); got != "idle" {
+		t.Errorf("after the forgotten job finished: %q", got)
+	}
+	j, _ = js.begin("v", "b", 0, now)
+	js.finish("v", j, nil)
+	js.forget("v")
+	if got := js.status("v", now); got != "idle" {
+		t.Errorf("forgotten after done: %q", got)
+	}
+}

@@ -71,7 +71,7 @@ func (f *FS) Mount(dir string, opts MountOptions) (*Server, error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	if err := raiseReadAhead(dir); err != nil {
-		f.log.Printf("mount %s: %v (reads stay at the default read-ahead)", dir, err)
+		f.logf("mount %s: %v (reads stay at the default read-ahead)", dir, err)
 	}
 	return &Server{srv: srv, dir: dir}, nil
 }

@@ -64,15 +64,16 @@ func (j *job) progress(done, total int64) {
 	j.total.Store(total)
 }
 
-// finish records how a job ended.
+// finish records how a job ended. A job of a volume forgotten since it began (removed, and maybe
+// added again under its name) is no longer the volume's: its outcome is only logged.
 func (js *jobs) finish(volume string, j *job, err error) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
-	v := js.volume(volume)
-	if v.run == j {
-		v.run = nil
+	v := js.vols[volume]
+	if v == nil || v.run != j {
+		return
 	}
-	v.noteUntil = time.Time{}
+	v.run, v.noteUntil = nil, time.Time{}
 	if err != nil {
 		v.last = failedLine(j.name, err)
 		return
@@ -87,6 +88,14 @@ func (js *jobs) refuse(volume, name string, err error, now time.Time) {
 	v := js.volume(volume)
 	v.last = failedLine(name, err)
 	v.noteUntil = now.Add(noteFor)
+}
+
+// forget drops what is known of a removed volume, so that a volume added again under its name starts
+// "idle" rather than with the old one's last outcome.
+func (js *jobs) forget(volume string) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	delete(js.vols, volume)
 }
 
 // status is volume's status line: "idle", "creating NAME 37% 380/1024 MiB 910 MiB/s", "done NAME" or
@@ -124,18 +133,7 @@ func failedLine(name string, err error) string {
 	if name == "" {
 		name = "-"
 	}
-	return "failed " + name + ": " + oneLine(err.Error())
-}
-
-// oneLine folds a message onto one line.
-func oneLine(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c == '\n' || c == '\r' {
-			b[i] = ' '
-		}
-	}
-	return string(b)
+	return "failed " + shown(name) + ": " + oneLine(err.Error())
 }
 
 // running is the name of the snapshot of volume being created, or "".

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,12 +44,21 @@ func (n *textNode) sameAs(other node) bool {
 }
 
 func (n *textNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	data, err := n.gen(uninterrupted(ctx))
+	data, changed, err := n.content(ctx)
 	if err != nil {
 		return n.fsys.errno("read "+n.path, err)
 	}
-	n.fsys.setAttr(out, syscall.S_IFREG|0o444, int64(len(data)), time.Now())
+	n.fsys.setAttr(out, syscall.S_IFREG|0o444, int64(len(data)), changed)
 	return 0
+}
+
+// content produces the file's current content, and the time it changed (see textTimes).
+func (n *textNode) content(ctx context.Context) ([]byte, time.Time, error) {
+	data, err := n.gen(uninterrupted(ctx))
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return data, n.fsys.texts.stamp(n.path, data, time.Now()), nil
 }
 
 func (n *textNode) timeouts() (time.Duration, time.Duration) { return dirTimeout, fileTimeout }
@@ -84,7 +94,7 @@ func (h *textHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if off == 0 || !h.have {
-		data, err := h.n.gen(uninterrupted(ctx))
+		data, _, err := h.n.content(ctx) // a change seen by a read dates the file's times too
 		if err != nil {
 			return nil, h.n.fsys.errno("read "+h.n.path, err)
 		}
@@ -100,11 +110,56 @@ func (h *textHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 // ENOTSUP, which fails programs that fsync every file they are done with.
 func (h *textHandle) Fsync(context.Context, uint32) syscall.Errno { return 0 }
 
+// textTimes remembers, per text file, the content it was last seen with and when that content was
+// first seen: the file's mtime and ctime, which change only when the content does. With the time of
+// every stat instead, tar failed on each text file as "changed as we read it", and find -newer
+// always matched them. When a change happened is not known, only when it was first seen, which is
+// never earlier: a file that changed after a given time always shows a later one. It is kept by
+// path, not by inode, so that a file the kernel forgot and looks up again keeps its time.
+type textTimes struct {
+	mu    sync.Mutex
+	files map[string]textStamp
+}
+
+// textStamp is a text file's content and the time it was first seen.
+type textStamp struct {
+	data string
+	at   time.Time
+}
+
+func newTextTimes() *textTimes { return &textTimes{files: map[string]textStamp{}} }
+
+// stamp returns the time of path's content data: that of its first sighting, now if it was not
+// seen before or the file was last seen with other content.
+func (ts *textTimes) stamp(path string, data []byte, now time.Time) time.Time {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	st, ok := ts.files[path]
+	if !ok || st.data != string(data) {
+		st = textStamp{data: string(data), at: now}
+		ts.files[path] = st
+	}
+	return st.at
+}
+
+// forget drops the files under dir (a path ending in "/"), which are gone.
+func (ts *textTimes) forget(dir string) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for path := range ts.files {
+		if strings.HasPrefix(path, dir) {
+			delete(ts.files, path)
+		}
+	}
+}
+
 // kv builds "key: value" lines.
 type kv struct{ bytes.Buffer }
 
+// add adds a line; a value that is not plain text (a source path may hold a newline) shows quoted,
+// so that it cannot make lines of its own.
 func (b *kv) add(key string, value any) {
-	fmt.Fprintf(&b.Buffer, "%s: %v\n", key, value)
+	fmt.Fprintf(&b.Buffer, "%s: %s\n", key, shown(fmt.Sprint(value)))
 }
 
 // volumeInfo describes a volume: name, source, kind, instance, size, chunk_size, chain.
