@@ -353,22 +353,30 @@ func (m *Manager) GC(ctx context.Context) (GCStats, error) {
 // finishStrandedDeletes finishes the deletes of snapshots marked deleting that no image reads. A
 // process finishes them when it opens the store; these are a running one's, whose finish failed.
 func (m *Manager) finishStrandedDeletes(ctx context.Context) (int64, error) {
-	var deleting []store.Snapshot
+	return m.eachWithStatus(ctx, StatusDeleting, "finish the delete of", func(s store.Snapshot) (bool, error) {
+		if m.pinned(s.ID) {
+			return false, nil // its last reader's close finishes it
+		}
+		return m.finishStranded(ctx, s)
+	})
+}
+
+// eachWithStatus runs fn on each snapshot with status in turn and counts those it did something
+// to; the first error stops it, saying what it was doing and to which snapshot.
+func (m *Manager) eachWithStatus(ctx context.Context, status, what string, fn func(store.Snapshot) (bool, error)) (int64, error) {
+	var snaps []store.Snapshot
 	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
-		deleting, err = tx.SnapshotsWithStatus(StatusDeleting)
+		snaps, err = tx.SnapshotsWithStatus(status)
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	var n int64
-	for _, s := range deleting {
-		if m.pinned(s.ID) {
-			continue // its last reader's close finishes it
-		}
-		done, err := m.finishStranded(ctx, s)
+	for _, s := range snaps {
+		done, err := fn(s)
 		if err != nil {
-			return n, fmt.Errorf("finish the delete of snapshot %s: %w", s.Name, err)
+			return n, fmt.Errorf("%s snapshot %s: %w", what, s.Name, err)
 		}
 		if done {
 			n++
@@ -392,28 +400,12 @@ func (m *Manager) finishStranded(ctx context.Context, s store.Snapshot) (bool, e
 // recorded (made by a snapfs before schema 3), one snapshot at a time under its chain's lock so that
 // no delete merges its deltas away meanwhile. It reads only chunk maps: O(chunks) per snapshot, once.
 func (m *Manager) recordDataBytes(ctx context.Context) (int64, error) {
-	var ready []store.Snapshot
-	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
-		ready, err = tx.SnapshotsWithStatus(StatusReady)
-		return err
-	})
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, s := range ready {
+	return m.eachWithStatus(ctx, StatusReady, "record data bytes of", func(s store.Snapshot) (bool, error) {
 		if s.DataBytes != store.UnknownDataBytes {
-			continue
+			return false, nil
 		}
-		done, err := m.recordDataBytesOf(ctx, s)
-		if err != nil {
-			return n, fmt.Errorf("record data bytes of snapshot %s: %w", s.Name, err)
-		}
-		if done {
-			n++
-		}
-	}
-	return n, nil
+		return m.recordDataBytesOf(ctx, s)
+	})
 }
 
 // recordDataBytesOf records snapshot s's data bytes unless it is no longer ready.
