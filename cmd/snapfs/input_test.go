@@ -343,3 +343,32 @@ func TestVolumesNamedHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestUmountOfAnotherStoresMount: `--store A umount DIR` where DIR serves store B is refused, and B
+// stays mounted; given B (by --store, $SNAPFS_STORE or a link to it), or no store, it unmounts.
+func TestUmountOfAnotherStoresMount(t *testing.T) {
+	needFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.ok("init")
+	mnt := e.mount()
+	other := newEnv(t)
+	other.ok("init")
+	r := runBin(t, "--store", other.store, "umount", mnt)
+	checkFailure(t, r, 1, "umount "+mnt+": it serves the store "+e.store+", not "+other.store, []string{"umount", mnt})
+	r = runBinEnv(t, []string{"SNAPFS_STORE=" + other.store}, "umount", mnt)
+	checkFailure(t, r, 1, "it serves the store "+e.store, []string{"umount", mnt})
+	if !isMounted(mnt) {
+		t.Fatalf("%s unmounted by a umount given another store", mnt)
+	}
+	link := e.path("store-link")
+	if err := os.Symlink(e.store, link); err != nil {
+		t.Fatal(err)
+	}
+	if r := runBin(t, "--store", link, "umount", mnt); r.code != 0 {
+		t.Fatalf("umount given a link to its store: %s", r)
+	}
+	if isMounted(mnt) {
+		t.Errorf("%s still mounted", mnt)
+	}
+}

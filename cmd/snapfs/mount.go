@@ -105,6 +105,9 @@ func umountAction(cCtx *cli.Context) error {
 	if e.Type != "fuse."+snapfs.FSType {
 		return fmt.Errorf("umount %s: not a snapfs mount (it is %s)", dir, e.Type)
 	}
+	if err := sameStore(cCtx, e.Source); err != nil {
+		return fmt.Errorf("umount %s: %w", dir, err)
+	}
 	if stale, err := snapfs.DetachStale(dir); err != nil || stale {
 		return err
 	}
@@ -208,4 +211,31 @@ func alive(pid int) bool {
 	}
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	return err == nil && len(tasks) > 1
+}
+
+// sameStore checks that a mount serving the store mounted (its mount table source) serves the store
+// the command was given, when it was given one (--store or $SNAPFS_STORE): `--store A umount DIR`
+// must not stop the daemon of store B.
+func sameStore(cCtx *cli.Context, mounted string) error {
+	if !cCtx.IsSet("store") {
+		return nil
+	}
+	given, err := storeDir(cCtx)
+	if err != nil {
+		return err
+	}
+	if sameDir(given, mounted) {
+		return nil
+	}
+	return fmt.Errorf("it serves the store %s, not %s (given by --store or $SNAPFS_STORE)", mounted, given)
+}
+
+// sameDir reports whether paths a and b name one directory.
+func sameDir(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	if errA != nil || errB != nil {
+		return filepath.Clean(a) == filepath.Clean(b)
+	}
+	return os.SameFile(sa, sb)
 }
