@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -370,5 +371,20 @@ func TestUmountOfAnotherStoresMount(t *testing.T) {
 	}
 	if isMounted(mnt) {
 		t.Errorf("%s still mounted", mnt)
+	}
+}
+
+// TestTableCellsEscaped: a source path holding a newline, a tab or an escape sequence shows quoted
+// in `volume ls`, on its own row, rather than breaking the table or reaching the terminal.
+func TestTableCellsEscaped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	src := e.path("a\nb\tc\x1b[2J.img")
+	makeImage(t, src, 1<<20)
+	e.ok("volume", "add", "odd", "--source", src)
+	out := e.ok("volume", "ls")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], strconv.Quote(src)) || strings.Contains(out, "\x1b") {
+		t.Errorf("volume ls with an odd source path:\n%s\nwant a header and one row holding %s", out, strconv.Quote(src))
 	}
 }

@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 )
@@ -40,7 +43,21 @@ func newTable(w io.Writer, header ...string) *table {
 }
 
 func (t *table) row(cells ...string) {
-	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+	shown := make([]string, len(cells))
+	for i, c := range cells {
+		shown[i] = cell(c)
+	}
+	fmt.Fprintln(t.tw, strings.Join(shown, "\t"))
+}
+
+// cell is how a value shows in a table: quoted as a Go string when it holds control characters or
+// bytes that are not UTF-8 (a newline or tab in a source path broke the table's rows and columns,
+// an escape sequence reached the terminal), else as it is.
+func cell(s string) string {
+	if utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 func (t *table) flush() error { return t.tw.Flush() }
