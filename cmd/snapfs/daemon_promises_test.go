@@ -237,8 +237,8 @@ func TestDaemonPromiseForegroundMount(t *testing.T) {
 
 // TestDaemonPromiseSIGTERMCancelsForwardedRestore: "SIGTERM to the daemon unmounts and cancels" the
 // operations it runs for commands. A restore to a new file that the daemon runs is cancelled: the
-// command fails (exit 1, one line, saying it was canceled and the file removed), the file it was
-// creating is gone, the daemon exits and leaves nothing mounted, and the store verifies clean.
+// command fails (exit 1, one line, saying it was canceled), the file it was creating is gone, the
+// daemon exits and leaves nothing mounted, and the store verifies clean.
 func TestDaemonPromiseSIGTERMCancelsForwardedRestore(t *testing.T) {
 	needFUSE(t)
 	t.Parallel()
@@ -260,8 +260,10 @@ func TestDaemonPromiseSIGTERMCancelsForwardedRestore(t *testing.T) {
 		t.Fatalf("the restore was done before SIGTERM reached the daemon\ndaemon log:\n%s", e.daemonLog())
 	}
 	checkFailure(t, r, 1, "restore big/s1: ", args)
-	if !strings.Contains(r.stderr, "canceled") || !strings.Contains(r.stderr, "removed") {
-		t.Errorf("stderr %q does not say the restore was canceled and its file removed", r.stderr)
+	// The signal cancels at once: before the restore made its file (nothing to remove), or after
+	// (the file it was creating is removed, and it says so).
+	if !strings.Contains(r.stderr, "canceled") {
+		t.Errorf("stderr %q does not say the restore was canceled", r.stderr)
 	}
 	checkGone(t, target)
 	if !waitExit(pid, 30*time.Second) {
