@@ -462,19 +462,12 @@ func (m *Manager) reclaim(ctx context.Context) (GCStats, error) {
 		return st, err
 	}
 	defer m.appendMu.Unlock()
-	var creating []store.Snapshot
-	err := m.st.View(ctx, func(tx *store.Tx) (err error) {
-		creating, err = tx.SnapshotsWithStatus(StatusCreating)
-		return err
+	var err error
+	st.SnapshotsUndone, err = m.eachWithStatus(ctx, StatusCreating, "undo interrupted", func(s store.Snapshot) (bool, error) {
+		return true, m.discardSnapshot(ctx, s.ID)
 	})
 	if err != nil {
 		return st, err
-	}
-	for _, s := range creating {
-		if err := m.discardSnapshot(ctx, s.ID); err != nil {
-			return st, fmt.Errorf("undo interrupted snapshot %s: %w", s.Name, err)
-		}
-		st.SnapshotsUndone++
 	}
 	st.ReclaimStats, err = m.st.Reclaim(ctx)
 	return st, err

@@ -26,6 +26,12 @@ import (
 // call the handlers themselves.
 func newTestFS(t *testing.T) (*FS, *chain.Manager) {
 	t.Helper()
+	return newTestFSWithDisk(t, "v.img")
+}
+
+// newTestFSWithDisk is newTestFS with volume v's file named name.
+func newTestFSWithDisk(t *testing.T, name string) (*FS, *chain.Manager) {
+	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
 	m, err := chain.Open(ctx, filepath.Join(dir, "store"), chain.Options{})
@@ -33,7 +39,7 @@ func newTestFS(t *testing.T) (*FS, *chain.Manager) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	disk := filepath.Join(dir, "v.img")
+	disk := filepath.Join(dir, name)
 	data := make([]byte, 1<<20)
 	for i := range data {
 		data[i] = byte(i * 7)

@@ -2,8 +2,6 @@ package fs
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,20 +12,8 @@ import (
 // TestInfoEscapesValues: a value holding a newline or another control character (a source path may)
 // shows quoted in volumes/V/info and chains/C/info, so that it cannot add lines of its own.
 func TestInfoEscapesValues(t *testing.T) {
-	dir := t.TempDir()
 	ctx := context.Background()
-	m, err := chain.Open(ctx, filepath.Join(dir, "store"), chain.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	disk := filepath.Join(dir, "a\nname: forged\x1b[2J.img")
-	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.AddVolume(ctx, chain.VolumeSpec{Name: "v", Source: disk}); err != nil {
-		t.Fatal(err)
-	}
+	f, m := newTestFSWithDisk(t, "a\nname: forged\x1b[2J.img")
 	if _, err := m.CreateSnapshot(ctx, "v", chain.CreateOptions{Name: "s1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -35,8 +21,6 @@ func TestInfoEscapesValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := New(m, Options{})
-	t.Cleanup(func() { f.Close() })
 	for what, c := range map[string]struct {
 		gen  textGen
 		keys []string

@@ -92,6 +92,27 @@ func (f *foreground) exited(d time.Duration) bool {
 	}
 }
 
+// checkEnded checks that the process exits within d of what ended it (after), with status 0, having
+// unmounted mnt and said each of logged on its stderr.
+func (f *foreground) checkEnded(t *testing.T, after string, d time.Duration, mnt string, logged ...string) {
+	t.Helper()
+	if !f.exited(d) {
+		t.Fatalf("mount --foreground still running %s after %s:\n%s", d, after, f.output())
+	}
+	if code := f.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("mount --foreground exited %d after %s, want 0 (%s):\n%s", code, after, f.cmd.ProcessState, f.output())
+	}
+	if isMounted(mnt) {
+		t.Errorf("%s still mounted after %s to mount --foreground", mnt, after)
+	}
+	log := f.output()
+	for _, want := range logged {
+		if !strings.Contains(log, want) {
+			t.Errorf("stderr of mount --foreground does not say %q:\n%s", want, log)
+		}
+	}
+}
+
 // output is what the process wrote so far.
 func (f *foreground) output() string {
 	b, _ := os.ReadFile(f.log)
@@ -107,9 +128,7 @@ func TestDaemonPromiseForegroundMount(t *testing.T) {
 	needFUSE(t)
 	t.Parallel()
 	e := newEnv(t)
-	img := e.path("v.img")
-	makeImage(t, img, 4<<20)
-	e.ok("volume", "add", "v", "--source", img)
+	img := imageVolume(e, "v", 4<<20)
 	mnt := e.path("mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -136,21 +155,7 @@ func TestDaemonPromiseForegroundMount(t *testing.T) {
 		if alive(pid) {
 			t.Errorf("snapfs umount returned while mount --foreground (pid %d) still runs", pid)
 		}
-		if !fg.exited(10 * time.Second) {
-			t.Fatalf("mount --foreground still running 10 s after snapfs umount:\n%s", fg.output())
-		}
-		if code := fg.cmd.ProcessState.ExitCode(); code != 0 {
-			t.Errorf("mount --foreground exited %d after snapfs umount, want 0 (%s):\n%s", code, fg.cmd.ProcessState, fg.output())
-		}
-		if isMounted(mnt) {
-			t.Errorf("%s still mounted after snapfs umount", mnt)
-		}
-		log := fg.output()
-		for _, want := range []string{"serving " + e.store + " at " + mnt, "unmounted " + mnt} {
-			if !strings.Contains(log, want) {
-				t.Errorf("stderr of mount --foreground does not say %q:\n%s", want, log)
-			}
-		}
+		fg.checkEnded(t, "snapfs umount", 10*time.Second, mnt, "serving "+e.store+" at "+mnt, "unmounted "+mnt)
 	})
 
 	t.Run("SIGTERM", func(t *testing.T) {
@@ -162,21 +167,7 @@ func TestDaemonPromiseForegroundMount(t *testing.T) {
 		if err := fg.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if !fg.exited(30 * time.Second) {
-			t.Fatalf("mount --foreground still running 30 s after SIGTERM:\n%s", fg.output())
-		}
-		if code := fg.cmd.ProcessState.ExitCode(); code != 0 {
-			t.Errorf("mount --foreground exited %d on SIGTERM, want 0 (%s):\n%s", code, fg.cmd.ProcessState, fg.output())
-		}
-		if isMounted(mnt) {
-			t.Errorf("%s still mounted after SIGTERM to mount --foreground", mnt)
-		}
-		log := fg.output()
-		for _, want := range []string{"rpc: uid 0: snapshot.create done", "terminated: unmounting " + mnt, "unmounted " + mnt} {
-			if !strings.Contains(log, want) {
-				t.Errorf("stderr of mount --foreground does not say %q:\n%s", want, log)
-			}
-		}
+		fg.checkEnded(t, "SIGTERM", 30*time.Second, mnt, "rpc: uid 0: snapshot.create done", "terminated: unmounting "+mnt, "unmounted "+mnt)
 		// The store's lock is free: a command runs on its own, and finds both snapshots.
 		e.ok("snapshot", "create", "v", "--name", "after")
 		if names := snapNames(okJSON[[]chain.Snapshot](e, "snapshot", "ls", "v", "--json")); !slices.Equal(names, []string{"fg", "fg2", "after"}) {
@@ -189,9 +180,7 @@ func TestDaemonPromiseForegroundMount(t *testing.T) {
 	// process was started (a unit's ExecStart= may name it relative to WorkingDirectory=, or by a
 	// link): the pid file names the daemon by its pid, start time and mount point as the mount
 	// table spells it, not by its command line.
-	big := e.path("big.img")
-	makeImage(t, big, 128<<20)
-	e.ok("volume", "add", "big", "--source", big)
+	big := imageVolume(e, "big", 128<<20)
 	e.ok("snapshot", "create", "big", "--name", "s1")
 	if err := os.Symlink(mnt, e.path("link")); err != nil {
 		t.Fatal(err)
@@ -392,9 +381,7 @@ func TestOutputPromiseProgressBars(t *testing.T) {
 	needScript(t)
 	t.Parallel()
 	e := newEnv(t)
-	img := e.path("p.img")
-	makeImage(t, img, 32<<20)
-	e.ok("volume", "add", "p", "--source", img)
+	img := imageVolume(e, "p", 32<<20)
 
 	bar := func(desc string) *regexp.Regexp { return regexp.MustCompile(`\r` + desc + `\s+\d{1,3}%`) }
 	for _, c := range []struct {

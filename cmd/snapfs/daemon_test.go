@@ -359,9 +359,7 @@ func TestDaemonInterrupt(t *testing.T) {
 	needFUSE(t)
 	t.Parallel()
 	e := newEnv(t)
-	img := e.path("big.img")
-	makeImage(t, img, 128<<20)
-	e.ok("volume", "add", "big", "--source", img)
+	img := imageVolume(e, "big", 128<<20)
 	mnt := e.mount()
 
 	cmd, _, stderr := e.startBin("snapshot", "create", "big")
@@ -472,9 +470,7 @@ func TestUnmountFinishesOperations(t *testing.T) {
 	e := newEnv(t)
 	img := snapshottedVolume(e, "big", 512<<20)
 	want := fileHash(t, img)
-	other := e.path("other.img")
-	makeImage(t, other, 256<<20)
-	e.ok("volume", "add", "other", "--source", other)
+	imageVolume(e, "other", 256<<20)
 	mnt := e.mount()
 
 	restored := e.path("restored.img")
@@ -548,9 +544,17 @@ func TestVolumeOnAnotherDisk(t *testing.T) {
 // name/s1; it returns the image's path.
 func snapshottedVolume(e *env, name string, size int) string {
 	e.t.Helper()
+	img := imageVolume(e, name, size)
+	e.ok("snapshot", "create", name, "--name", "s1")
+	return img
+}
+
+// imageVolume makes the image NAME.img of size random bytes in e's directory and adds it as volume
+// name; it returns the image's path.
+func imageVolume(e *env, name string, size int) string {
+	e.t.Helper()
 	img := e.path(name + ".img")
 	makeImage(e.t, img, size)
 	e.ok("volume", "add", name, "--source", img)
-	e.ok("snapshot", "create", name, "--name", "s1")
 	return img
 }

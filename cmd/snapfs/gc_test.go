@@ -14,9 +14,7 @@ import (
 // would show.
 func TestGCRecordsOldDataSizes(t *testing.T) {
 	e := newEnv(t)
-	img := e.path("d.img")
-	makeImage(t, img, 3<<20)
-	e.ok("volume", "add", "d", "--source", img)
+	imageVolume(e, "d", 3<<20)
 	e.ok("snapshot", "create", "d", "--name", "s1")
 	want := okJSON[chain.Snapshot](e, "snapshot", "show", "d/s1", "--json").DataBytes
 	if want != 3<<20 {
@@ -62,9 +60,7 @@ func hasRow(out, label, value string) bool {
 // which command upgrades it; gc does, and records the data sizes that store did not keep.
 func TestUpgradeAnOldStore(t *testing.T) {
 	e := newEnv(t)
-	img := e.path("d.img")
-	makeImage(t, img, 2<<20)
-	e.ok("volume", "add", "d", "--source", img)
+	imageVolume(e, "d", 2<<20)
 	e.ok("snapshot", "create", "d", "--name", "s1")
 	db, err := sql.Open("sqlite3", filepath.Join(e.store, "meta.db"))
 	if err != nil {

@@ -104,9 +104,7 @@ func TestLostOutputFails(t *testing.T) {
 // store is refused before anything is mounted.
 func TestMountApartFromStore(t *testing.T) {
 	e := newEnv(t)
-	img := e.path("d.img")
-	makeImage(t, img, 1<<20)
-	e.ok("volume", "add", "d", "--source", img)
+	imageVolume(e, "d", 1<<20)
 	other := e.path("other")
 	runBin(t, "--store", other, "init")
 	link := e.path("link")
@@ -186,9 +184,7 @@ func TestMountThroughSymlinkAndLocalTimes(t *testing.T) {
 		t.Fatalf("no time zone data (the tzdata package): %v", err)
 	}
 	e := newEnv(t)
-	img := e.path("d.img")
-	makeImage(t, img, 1<<20)
-	e.ok("volume", "add", "d", "--source", img)
+	imageVolume(e, "d", 1<<20)
 	mnt, link := e.path("mnt"), e.path("link")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -240,9 +236,7 @@ func TestMountThroughSymlinkAndLocalTimes(t *testing.T) {
 // itself, or restoring over it, would destroy every chunk in it.
 func TestStoreFilesAreNoVolumes(t *testing.T) {
 	e := newEnv(t)
-	img := e.path("d.img")
-	makeImage(t, img, 1<<20)
-	e.ok("volume", "add", "d", "--source", img)
+	imageVolume(e, "d", 1<<20)
 	e.ok("snapshot", "create", "d", "--name", "s1")
 	packs, err := filepath.Glob(filepath.Join(e.store, "packs", "*.pack"))
 	if err != nil || len(packs) == 0 {

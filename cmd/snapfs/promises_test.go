@@ -264,9 +264,7 @@ func TestPromiseDeleteWarning(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
 	e := newEnv(t)
-	img := e.path("v.img")
-	makeImage(t, img, 1<<20)
-	e.ok("volume", "add", "v", "--source", img)
+	img := imageVolume(e, "v", 1<<20)
 	sums := map[string]string{}
 	for _, name := range []string{"s1", "s2", "s3"} {
 		writeRandom(t, img, 0, 1<<20) // the same file: the volume's disk

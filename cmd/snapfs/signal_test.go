@@ -84,9 +84,7 @@ func signalAndWait(t *testing.T, cmd *exec.Cmd, sig os.Signal) (r result, finish
 func TestInterruptedSnapshot(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	img := e.path("big.img")
-	makeImage(t, img, 128<<20)
-	e.ok("volume", "add", "big", "--source", img)
+	imageVolume(e, "big", 128<<20)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd, _, stderr := e.startBin("snapshot", "create", "big")
